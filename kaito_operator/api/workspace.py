@@ -1,0 +1,133 @@
+"""The Workspace type (kaito.sh/v1alpha1), with Kaito v0.1's top-level layout: no ``spec``.
+
+``resource``, ``inference`` and ``status`` sit directly on the object. The field descriptions here
+are what ``kubectl explain workspace`` prints, and the CRD in helm/kaito/crds is generated from
+these models (``kaito crds --write``), so this module is the single source of truth.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from pydantic import Field
+
+from kaito_operator.api.common import Condition, KubeModel, LabelSelector
+
+PRESET_NAMES: Final = (
+    "falcon-7b",
+    "falcon-7b-instruct",
+    "falcon-40b",
+    "falcon-40b-instruct",
+    "llama-2-7b",
+    "llama-2-7b-chat",
+    "llama-2-13b",
+    "llama-2-13b-chat",
+    "llama-2-70b",
+    "llama-2-70b-chat",
+)
+PresetName = Literal[
+    "falcon-7b",
+    "falcon-7b-instruct",
+    "falcon-40b",
+    "falcon-40b-instruct",
+    "llama-2-7b",
+    "llama-2-7b-chat",
+    "llama-2-13b",
+    "llama-2-13b-chat",
+    "llama-2-70b",
+    "llama-2-70b-chat",
+]
+
+DEFAULT_INSTANCE_TYPE: Final = "Standard_NC12s_v3"
+
+
+class ResourceSpec(KubeModel):
+    """Which GPU nodes the workspace runs on, and how many."""
+
+    count: int = Field(
+        default=1,
+        ge=1,
+        description="Number of GPU nodes. Missing nodes are provisioned as Machines. Immutable.",
+    )
+    instance_type: str = Field(
+        default=DEFAULT_INSTANCE_TYPE,
+        description="Azure VM size of the GPU nodes, e.g. Standard_NC12s_v3. Immutable.",
+    )
+    label_selector: LabelSelector = Field(
+        description=(
+            "Labels that the workspace's nodes must carry. Existing Ready nodes that match and have "
+            "the instance type are used first; provisioned nodes get the matchLabels. Immutable."
+        ),
+    )
+    preferred_nodes: list[str] | None = Field(
+        default=None,
+        description=(
+            "Node names to use first, when they match the labelSelector and instanceType; "
+            "others are ignored."
+        ),
+    )
+
+
+class PresetOptions(KubeModel):
+    image: str | None = Field(
+        default=None,
+        description="Model image to run when accessMode is private (required then), e.g. myacr.azurecr.io/llama:1.",
+    )
+    image_pull_secrets: list[str] | None = Field(
+        default=None,
+        description="Names of image pull secrets in the workspace's namespace, used with a private image.",
+    )
+
+
+class PresetSpec(KubeModel):
+    name: PresetName = Field(description="The preset model to serve, e.g. falcon-7b. Immutable.")
+    access_mode: Literal["public", "private"] = Field(
+        default="public",
+        description=(
+            "public: the project's published image for the preset. private: the image in "
+            "presetOptions.image (for gated models such as llama-2 that users build themselves)."
+        ),
+    )
+    preset_options: PresetOptions | None = Field(
+        default=None, description="Image settings, used when accessMode is private."
+    )
+
+
+class InferenceSpec(KubeModel):
+    """What to serve: exactly one of a preset model or a custom pod template."""
+
+    preset: PresetSpec | None = Field(
+        default=None, description="A preset model served by TGI. Exclusive with template. Immutable."
+    )
+    template: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "A custom PodTemplateSpec to run instead of a preset. The operator adds its label, "
+            "node affinity and GPU tolerations. Exclusive with preset; cannot be added or removed."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class WorkspaceStatus(KubeModel):
+    worker_nodes: list[str] | None = Field(
+        default=None, description="Names of the nodes the workspace's workload runs on."
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description=(
+            "MachineReady, ResourceReady, InferenceReady, WorkspaceReady and WorkspaceDeleting, "
+            "with reasons and messages."
+        ),
+    )
+
+
+class Workspace(KubeModel):
+    """A preset LLM (or a custom pod) served on GPU nodes that the operator finds or provisions."""
+
+    api_version: str | None = Field(default=None, description="kaito.sh/v1alpha1")
+    kind: str | None = Field(default=None, description="Workspace")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+    resource: ResourceSpec = Field(description="The GPU nodes: instance type, count and label selector.")
+    inference: InferenceSpec = Field(description="What to serve: a preset model or a custom pod template.")
+    status: WorkspaceStatus | None = Field(default=None, description="Observed state, written by the operator.")
