@@ -28,7 +28,8 @@ def structural(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON schema as a structural OpenAPI v3 schema for a CRD version."""
     schema = model.model_json_schema(by_alias=True, mode="validation")
     defs = schema.get("$defs", {})
-    return _convert(schema, defs)
+    result: dict[str, Any] = _convert(schema, defs)
+    return result
 
 
 def _convert(node: Any, defs: dict[str, Any]) -> Any:

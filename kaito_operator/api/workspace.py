@@ -62,8 +62,7 @@ class ResourceSpec(KubeModel):
     preferred_nodes: list[str] | None = Field(
         default=None,
         description=(
-            "Node names to use first, when they match the labelSelector and instanceType; "
-            "others are ignored."
+            "Node names to use first, when they match the labelSelector and instanceType; others are ignored."
         ),
     )
 

@@ -111,7 +111,11 @@ _ALL: Final = [
     _falcon("falcon-7b-instruct", "tiiuae/falcon-7b-instruct", "8782b5c5d8c9290412416618f36a133653e85285", 7, True),
     _falcon("falcon-40b", "tiiuae/falcon-40b", "4a70170c215b36a3cce4b4253f6d0612bb7d4146", 40, False),
     _falcon(
-        "falcon-40b-instruct", "tiiuae/falcon-40b-instruct", "ecb78d97ac356d098e79f0db222c9ce7c5d9ee5f", 40, True
+        "falcon-40b-instruct",
+        "tiiuae/falcon-40b-instruct",
+        "ecb78d97ac356d098e79f0db222c9ce7c5d9ee5f",
+        40,
+        True,
     ),
     _llama("llama-2-7b", 7, False),
     _llama("llama-2-7b-chat", 7, True),

@@ -1,0 +1,59 @@
+# Two entry points: `make sandbox` (a local control plane with the CRDs and an example Workspace)
+# and `make test` (lint, types, tests). Both bootstrap what they need: a virtualenv with the project
+# installed (redone when pyproject.toml changes) and the control-plane binaries, built once from Go
+# modules into ~/.cache/kaito-py/bin/ and reused afterwards.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STATE_DIR ?= .state/sandbox
+PYTEST_ARGS ?=
+INSTALLED := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: all venv binaries lint typecheck unit test sandbox sandbox-down crds clean
+
+all: test
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,runtime]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+venv: $(INSTALLED)
+
+binaries: venv
+	$(BIN)/kaito sandbox build
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test: venv binaries lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+crds: venv
+	$(BIN)/kaito crds --write
+
+sandbox: venv binaries
+	@$(BIN)/kaito sandbox down --state-dir $(STATE_DIR) >/dev/null 2>&1 || true
+	$(BIN)/kaito sandbox up --profile full --state-dir $(STATE_DIR) --exit-when-ready \
+		--apply examples/kaito_workspace_falcon_7b.yaml
+	@KUBECONFIG=$(STATE_DIR)/kubeconfig $(BIN)/python -m sandbox.show_workspaces
+	@echo
+	@echo "The control plane keeps running. Use it with:"
+	@echo "  export KUBECONFIG=$(abspath $(STATE_DIR))/kubeconfig"
+	@echo "Stop it with: make sandbox-down"
+
+sandbox-down: venv
+	$(BIN)/kaito sandbox down --state-dir $(STATE_DIR)
+
+clean: sandbox-down
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,231 @@
+"""The generated CRDs on a real kube-apiserver: Kaito v0.1 manifests apply unchanged, bad input is
+refused with a message naming the field, and a gpu-provisioner-shaped Machine is accepted."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
+
+from kaito_operator.api import constants as c
+from sandbox.controlplane import ControlPlane
+from sandbox.kube import REQUEST_TIMEOUT, apply_objects, load_manifests
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def _workspace(name: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": f"{c.KAITO_GROUP}/{c.KAITO_VERSION}",
+        "kind": c.WORKSPACE_KIND,
+        "metadata": {"name": name},
+        "resource": {"instanceType": "Standard_NC12s_v3", "labelSelector": {"matchLabels": {"apps": name}}},
+        "inference": {"preset": {"name": "falcon-7b"}},
+    }
+    body.update(overrides)
+    return body
+
+
+async def _create(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = await client.CustomObjectsApi(api).create_namespaced_custom_object(
+        c.KAITO_GROUP, c.KAITO_VERSION, namespace, c.WORKSPACE_PLURAL, body, _request_timeout=REQUEST_TIMEOUT
+    )
+    return result
+
+
+async def _rejection(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> str:
+    with pytest.raises(ApiException) as raised:
+        await _create(api, namespace, body)
+    assert raised.value.status == 422, raised.value.body
+    message: str = json.loads(raised.value.body)["message"]
+    return message
+
+
+async def test_all_ten_kaito_examples_apply_unchanged(kube_api: client.ApiClient, namespace: str) -> None:
+    files = sorted(EXAMPLES.glob("kaito_workspace_*.yaml"))
+    assert len(files) == 10
+    for path in files:
+        [stored] = await apply_objects(kube_api, load_manifests(path), namespace=namespace)
+        assert stored["metadata"]["name"].startswith("workspace-")
+        assert stored["resource"]["count"] >= 1  # defaulted when the file leaves it out
+        assert stored["inference"]["preset"]["accessMode"] in ("public", "private")
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+async def test_kubectl_get_wks_shows_the_kaito_columns(
+    kube_api: client.ApiClient, namespace: str, control_plane: ControlPlane
+) -> None:
+    await _create(kube_api, namespace, _workspace("columns"))
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["kubectl", "get", "wks", "-n", namespace],
+        env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    header = result.stdout.splitlines()[0].split()
+    assert header == ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE"]
+    assert "Standard_NC12s_v3" in result.stdout
+
+
+async def test_preset_and_template_together_are_refused(kube_api: client.ApiClient, namespace: str) -> None:
+    body = _workspace("both", inference={"preset": {"name": "falcon-7b"}, "template": {"spec": {}}})
+    message = await _rejection(kube_api, namespace, body)
+    assert "inference" in message and "Preset and Template cannot be set at the same time" in message
+
+
+async def test_neither_preset_nor_template_is_refused(kube_api: client.ApiClient, namespace: str) -> None:
+    message = await _rejection(kube_api, namespace, _workspace("neither", inference={}))
+    assert "inference" in message and "Preset or Template must be specified" in message
+
+
+async def test_count_zero_is_refused(kube_api: client.ApiClient, namespace: str) -> None:
+    body = _workspace("zero")
+    body["resource"]["count"] = 0
+    message = await _rejection(kube_api, namespace, body)
+    assert "resource.count" in message and "greater than or equal to 1" in message
+
+
+async def test_private_access_without_an_image_is_refused(kube_api: client.ApiClient, namespace: str) -> None:
+    body = _workspace("private", inference={"preset": {"name": "llama-2-7b", "accessMode": "private"}})
+    message = await _rejection(kube_api, namespace, body)
+    assert "inference.preset.presetOptions.image" in message
+    assert "When AccessMode is private, an image must be provided in PresetOptions" in message
+
+
+async def test_unknown_preset_is_refused(kube_api: client.ApiClient, namespace: str) -> None:
+    message = await _rejection(kube_api, namespace, _workspace("gpt", inference={"preset": {"name": "gpt-9"}}))
+    assert "inference.preset.name" in message and "falcon-7b" in message
+
+
+@pytest.mark.parametrize(
+    ("field_path", "change"),
+    [
+        ("resource.instanceType", lambda ws: ws["resource"].update(instanceType="Standard_NC24ads_A100_v4")),
+        ("resource.count", lambda ws: ws["resource"].update(count=3)),
+        (
+            "resource.labelSelector",
+            lambda ws: ws["resource"].update(labelSelector={"matchLabels": {"a": "b"}}),
+        ),
+        ("inference.preset", lambda ws: ws["inference"]["preset"].update(name="falcon-40b")),
+    ],
+)
+async def test_immutable_fields_cannot_change(
+    kube_api: client.ApiClient, namespace: str, field_path: str, change: Any
+) -> None:
+    objects = client.CustomObjectsApi(kube_api)
+    name = f"imm-{uuid.uuid4().hex[:6]}"
+    stored = await _create(kube_api, namespace, _workspace(name))
+    updated = copy.deepcopy(stored)
+    change(updated)
+    with pytest.raises(ApiException) as raised:
+        await objects.replace_namespaced_custom_object(
+            c.KAITO_GROUP,
+            c.KAITO_VERSION,
+            namespace,
+            c.WORKSPACE_PLURAL,
+            name,
+            updated,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    assert raised.value.status == 422
+    message = json.loads(raised.value.body)["message"]
+    assert field_path in message and "field is immutable" in message
+
+
+async def test_template_cannot_be_added_later(kube_api: client.ApiClient, namespace: str) -> None:
+    template = {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}
+    stored = await _create(kube_api, namespace, _workspace("tmpl", inference={"template": template}))
+    stored["inference"] = {"preset": {"name": "falcon-7b"}}
+    with pytest.raises(ApiException) as raised:
+        await client.CustomObjectsApi(kube_api).replace_namespaced_custom_object(
+            c.KAITO_GROUP,
+            c.KAITO_VERSION,
+            namespace,
+            c.WORKSPACE_PLURAL,
+            "tmpl",
+            stored,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    assert "field cannot be unset/set if it was set/unset" in json.loads(raised.value.body)["message"]
+
+
+async def test_template_workspace_keeps_the_whole_pod_template(kube_api: client.ApiClient, namespace: str) -> None:
+    template = {
+        "metadata": {"labels": {"app": "custom"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx", "ports": [{"containerPort": 80}]}]},
+    }
+    stored = await _create(kube_api, namespace, _workspace("keep", inference={"template": template}))
+    assert stored["inference"]["template"] == template
+
+
+async def test_a_gpu_provisioner_shaped_machine_is_accepted(kube_api: client.ApiClient) -> None:
+    name = f"ws{uuid.uuid4().hex[:9]}"
+    machine = {
+        "apiVersion": f"{c.KARPENTER_GROUP}/{c.KARPENTER_VERSION}",
+        "kind": c.MACHINE_KIND,
+        "metadata": {
+            "name": name,
+            "labels": {
+                c.LABEL_PROVISIONER_NAME: "default",
+                c.LABEL_WORKSPACE: "workspace-falcon-7b",
+                c.LABEL_WORKSPACE_NAMESPACE: "default",
+                "apps": "falcon-7b",
+            },
+        },
+        "spec": {
+            "machineTemplateRef": {"name": name},
+            "requirements": [
+                {"key": c.LABEL_INSTANCE_TYPE, "operator": "In", "values": ["Standard_NC12s_v3"]},
+                {"key": c.LABEL_PROVISIONER_NAME, "operator": "In", "values": ["default"]},
+                {"key": c.LABEL_MACHINE_TYPE, "operator": "In", "values": ["gpu"]},
+                {"key": c.LABEL_ARCH, "operator": "In", "values": ["amd64"]},
+                {"key": c.LABEL_OS, "operator": "In", "values": ["linux"]},
+            ],
+            "resources": {"requests": {"storage": "50Gi"}},
+            "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+        },
+    }
+    objects = client.CustomObjectsApi(kube_api)
+    try:
+        stored = await objects.create_cluster_custom_object(
+            c.KARPENTER_GROUP,
+            c.KARPENTER_VERSION,
+            c.MACHINE_PLURAL,
+            machine,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        assert stored["spec"] == machine["spec"]  # nothing pruned
+        status = {
+            "status": {
+                "nodeName": "aks-x-1-vmss000000",
+                "capacity": {"nvidia.com/gpu": "2", "cpu": "12"},
+                "conditions": [{"type": "Ready", "status": "True", "severity": "Info"}],
+            }
+        }
+        patched = await objects.patch_cluster_custom_object_status(
+            c.KARPENTER_GROUP,
+            c.KARPENTER_VERSION,
+            c.MACHINE_PLURAL,
+            name,
+            status,
+            _content_type="application/merge-patch+json",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        assert patched["status"]["capacity"]["nvidia.com/gpu"] == "2"
+    finally:
+        await objects.delete_cluster_custom_object(
+            c.KARPENTER_GROUP, c.KARPENTER_VERSION, c.MACHINE_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+        )
