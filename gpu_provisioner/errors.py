@@ -1,0 +1,101 @@
+"""The kinds of cloud failure the Machine lifecycle branches on, as exception classes.
+
+Cloud adapters translate their SDK's errors into these once, at the edge (see ``aks.py``); the
+lifecycle never looks at status codes or message text. Each class says whether retrying the same
+request can help (``permanent``) and carries the cloud's own code and message, so a condition can
+show the user what Azure said.
+"""
+
+from __future__ import annotations
+
+
+class CloudError(Exception):
+    """Base of every failure a cloud provider reports.
+
+    ``reason`` is a CamelCase word fit for a condition reason; ``code`` the cloud's own error code
+    (e.g. ARM's ``QuotaExceeded``), when it gave one; ``message`` what the cloud said.
+    """
+
+    reason: str = "CloudError"
+    permanent: bool = False
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.retry_after = retry_after
+        """Seconds the cloud asked us to wait before trying again (429/503 Retry-After), if any."""
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" if self.code else self.message
+
+
+class NotFound(CloudError):
+    """The instance (agent pool) does not exist. Deleting a missing instance raises this."""
+
+    reason = "NotFound"
+
+
+class OperationInProgress(CloudError):
+    """Another operation on the same instance is running (ARM 409 ``OperationNotAllowed``).
+
+    For a create this usually means our own earlier create is still going (e.g. we restarted and
+    lost its continuation token): wait for it rather than failing.
+    """
+
+    reason = "OperationInProgress"
+
+
+class Transient(CloudError):
+    """Throttling (429), a server error (5xx), a timeout or a dropped connection: retry later."""
+
+    reason = "Transient"
+
+
+class Unauthorized(CloudError):
+    """The cloud refused our identity (no token, a token it does not accept, or no permission).
+
+    Retrying soon does not help, but fixing the identity outside the operator does, so callers
+    retry slowly rather than never.
+    """
+
+    reason = "Unauthorized"
+
+
+class InsufficientCapacity(CloudError):
+    """The region has no capacity for the VM size right now (``AllocationFailed`` and kin).
+
+    Permanent for this request: the same PUT will usually fail the same way.
+    """
+
+    reason = "InsufficientCapacity"
+    permanent = True
+
+
+class QuotaExceeded(CloudError):
+    """The subscription's vCPU quota for the VM family is exhausted."""
+
+    reason = "QuotaExceeded"
+    permanent = True
+
+
+class SkuNotAllowed(CloudError):
+    """The VM size is not offered to this subscription in this location."""
+
+    reason = "SkuNotAllowed"
+    permanent = True
+
+
+class InvalidParameters(CloudError):
+    """The request itself is wrong (bad name, unknown VM size, count out of range, ...)."""
+
+    reason = "InvalidParameters"
+    permanent = True
+
+
+class OperationFailed(CloudError):
+    """A long-running operation ended ``Failed`` or ``Canceled`` for a reason none of the classes
+    above names. Not permanent: sending the same request again is how AKS repairs a failed pool,
+    so callers retry with backoff."""
+
+    reason = "OperationFailed"

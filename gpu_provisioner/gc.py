@@ -1,0 +1,129 @@
+"""The garbage collector: a singleton sweep, every two minutes by default, for what the Machine
+controller cannot see any more.
+
+Leaks it closes (gpu-provisioner #178/#181): a Machine deleted while the operator was down, or
+whose finalizer someone removed by hand, leaves its agent pool (and node) behind, costing GPU
+money for ever. Each sweep lists the cluster's agent pools, keeps those tagged as made by this
+operator for this cluster, subtracts the Machines that exist, spares pools younger than the grace
+period (a create whose Machine the cache has not shown yet), and deletes the rest with their nodes,
+in parallel. It also wakes the Machine controller for Machines whose node vanished, so they go
+Ready=False/NodeNotFound without waiting for a resync.
+
+It runs as a controller with one fixed key, so the runtime's per-key serialisation makes it a
+singleton and its requeue makes it periodic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any, Final
+
+from gpu_provisioner import agentpool
+from gpu_provisioner.cloudprovider import CloudProvider, Instance
+from gpu_provisioner.errors import CloudError, NotFound, OperationInProgress
+from gpu_provisioner.lifecycle import NODE_INDEX, agentpool_of, delete_pool_nodes
+from gpu_provisioner.settings import ProvisionerSettings
+from kaito_operator.runtime import (
+    Clock,
+    Controller,
+    Informer,
+    KubeClient,
+    ObjectKey,
+    Result,
+)
+
+LOG = logging.getLogger(__name__)
+GC_KEY: Final = ObjectKey("", "agent-pool-garbage-collection")
+
+
+class GarbageCollector:
+    def __init__(
+        self,
+        *,
+        client: KubeClient,
+        machines: Informer,
+        nodes: Informer,
+        cloud: CloudProvider,
+        clock: Clock,
+        settings: ProvisionerSettings,
+        cluster_name: str,
+        machine_controller: Controller | None = None,
+    ) -> None:
+        self._client = client
+        self._machines = machines
+        self._nodes = nodes
+        self._cloud = cloud
+        self._clock = clock
+        self._settings = settings
+        self._cluster_name = cluster_name
+        self._machine_controller = machine_controller
+        nodes.add_indexer(NODE_INDEX, agentpool_of)
+        # When a pool without a creation tag was first seen, so it still gets a grace period.
+        self._first_seen: dict[str, datetime] = {}
+        self.collected: list[str] = []
+        """Names of the pools this collector deleted (for logs and tests)."""
+
+    async def reconcile(self, key: ObjectKey) -> Result:
+        try:
+            pools = await self._cloud.list()
+        except CloudError as error:
+            LOG.warning("garbage collection: listing agent pools failed: %s", error)
+            return Result(self._settings.gc_interval_s)
+        orphans = self.orphans(pools)
+        if orphans:
+            await asyncio.gather(*(self._collect(pool) for pool in orphans))
+        self._wake_machines_without_nodes()
+        return Result(self._settings.gc_interval_s)
+
+    def orphans(self, pools: list[Instance]) -> list[Instance]:
+        """Our pools with no Machine of the same name, older than the grace period, not already going."""
+        now = self._clock.utcnow()
+        machine_names = {key.name for key in self._machines.store.keys()}  # noqa: SIM118 (a Store, not a dict)
+        ours = [p for p in pools if agentpool.is_ours(p.tags, self._cluster_name)]
+        for name in set(self._first_seen) - {p.name for p in ours}:
+            del self._first_seen[name]
+        orphans = []
+        for pool in ours:
+            if pool.name in machine_names or pool.deleting:
+                continue
+            born = agentpool.created_at(pool.tags) or self._first_seen.setdefault(pool.name, now)
+            if (now - born).total_seconds() < self._settings.gc_grace_period_s:
+                continue
+            orphans.append(pool)
+        return orphans
+
+    async def _collect(self, pool: Instance) -> None:
+        try:
+            nodes = await delete_pool_nodes(self._client, self._nodes, pool.name)
+            await self._cloud.delete(pool.name)
+        except NotFound:
+            pass
+        except OperationInProgress as error:
+            LOG.info("garbage collection: agent pool %s is busy (%s); next sweep", pool.name, error)
+            return
+        except CloudError as error:
+            LOG.warning("garbage collection: deleting agent pool %s failed: %s", pool.name, error)
+            return
+        self.collected.append(pool.name)
+        LOG.info(
+            "garbage collection: deleting agent pool %s (nodes %s): no Machine %s exists",
+            pool.name,
+            nodes or "none",
+            pool.name,
+        )
+
+    def _wake_machines_without_nodes(self) -> None:
+        if self._machine_controller is None:
+            return
+        for machine in self._machines.store.list():
+            if not agentpool.is_kaito_machine(machine):
+                continue
+            node_name = (machine.get("status") or {}).get("nodeName")
+            if node_name and not self._nodes.store.by_index(NODE_INDEX, _name(machine)):
+                self._machine_controller.queue.add(ObjectKey("", _name(machine)))
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name"))
