@@ -121,9 +121,7 @@ class KubeClient:
                 raise ApiError.from_response(response.status, data, response.headers, verb=verb, path=path)
             return response
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise ApiError(
-                0, type(error).__name__, str(error) or "no response", verb=verb, path=path
-            ) from error
+            raise ApiError(0, type(error).__name__, str(error) or "no response", verb=verb, path=path) from error
         finally:
             self._metrics.api_requests.labels(verb, kind.plural, code).inc()
 
@@ -141,17 +139,13 @@ class KubeClient:
         # The aiohttp timeout covers connect and read; the outer one also bounds auth refresh.
         try:
             async with asyncio.timeout(self._timeout + 5):
-                response = await self._send(
-                    verb, method, kind, path, query=query, body=body, content_type=content_type
-                )
+                response = await self._send(verb, method, kind, path, query=query, body=body, content_type=content_type)
                 try:
                     data = await response.read()
                 finally:
                     response.release()
         except TimeoutError as error:
-            raise ApiError(
-                0, "Timeout", f"no answer within {self._timeout}s", verb=verb, path=path
-            ) from error
+            raise ApiError(0, "Timeout", f"no answer within {self._timeout}s", verb=verb, path=path) from error
         except aiohttp.ClientError as error:
             raise ApiError(0, type(error).__name__, str(error), verb=verb, path=path) from error
         if not data:
@@ -169,6 +163,7 @@ class KubeClient:
         namespace: str | None = None,
         *,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         page_size: int = 500,
     ) -> tuple[list[dict[str, Any]], str]:
         """Every object (following continue tokens) and the list's resourceVersion."""
@@ -178,6 +173,8 @@ class KubeClient:
             query = [("limit", str(page_size))]
             if label_selector:
                 query.append(("labelSelector", label_selector))
+            if field_selector:
+                query.append(("fieldSelector", field_selector))
             if token:
                 query.append(("continue", token))
             page = await self._call("list", "GET", kind, kind.path(namespace), query=query)
@@ -199,6 +196,7 @@ class KubeClient:
         resource_version: str,
         timeout_seconds: int,
         label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Watch events from ``resource_version`` until the server ends the stream.
 
@@ -215,6 +213,8 @@ class KubeClient:
         ]
         if label_selector:
             query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         path = kind.path(namespace)
         timeout = aiohttp.ClientTimeout(
             connect=self._timeout, sock_connect=self._timeout, sock_read=timeout_seconds + 30

@@ -1,0 +1,237 @@
+"""``kaito run``: the operator process, and its one composition root.
+
+``build_operator`` builds everything (API client, rate-limited REST client, metrics registry,
+Manager with its shared informers, Event recorders, controllers) and hands each part its
+dependencies; nothing is registered at import time. Controllers come from **controller
+factories**: functions ``(OperatorContext) -> Controller``. ``main`` passes
+``DEFAULT_CONTROLLERS``; to add the GPU provisioner's Machine controller, write a factory next to
+it (gpu_provisioner/) and add it to the ``controllers`` list that ``main`` builds below: it then
+shares the Manager, its Machine and Node informers, the client and the metrics.
+
+The process serves /healthz and /readyz (KAITO_HEALTH_PORT) and /metrics (KAITO_METRICS_PORT),
+logs JSON, and on SIGTERM/SIGINT lets reconciles in flight finish before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pythonjsonlogger.json import JsonFormatter
+
+from kaito_operator.runtime.client import KubeClient
+from kaito_operator.runtime.clock import Clock, RealClock
+from kaito_operator.runtime.controller import Controller
+from kaito_operator.runtime.events import EventRecorder
+from kaito_operator.runtime.manager import Manager
+from kaito_operator.runtime.metrics import RuntimeMetrics
+from kaito_operator.settings import Settings
+from kaito_operator.workspace.controller import workspace_controller
+from kaito_operator.workspace.workload import RenderOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OperatorContext:
+    """What a controller factory may use: all shared, all built once by ``build_operator``."""
+
+    manager: Manager
+    client: KubeClient
+    settings: Settings
+    metrics: RuntimeMetrics
+    clock: Clock
+
+    def recorder(self, component: str) -> EventRecorder:
+        """An Event recorder reporting as ``component`` (e.g. "kaito-workspace-controller")."""
+        return EventRecorder(self.client, self.clock, component=component)
+
+
+ControllerFactory = Callable[[OperatorContext], Controller]
+
+
+def workspace_controller_factory(context: OperatorContext) -> Controller:
+    return workspace_controller(
+        context.manager,
+        recorder=context.recorder("kaito-workspace-controller"),
+        options=RenderOptions(registry=context.settings.image_registry),
+        concurrency=context.settings.concurrency,
+        reconcile_timeout=context.settings.reconcile_timeout,
+    )
+
+
+DEFAULT_CONTROLLERS: tuple[ControllerFactory, ...] = (workspace_controller_factory,)
+"""The controllers ``kaito run`` starts. The GPU provisioner's factory is added in ``main``."""
+
+
+@dataclass
+class Operator:
+    """A built operator: run it with ``run(stop)``, then ``aclose()``."""
+
+    context: OperatorContext
+    controllers: list[Controller]
+    api_client: Any
+    owns_api_client: bool
+    health_port: int | None = None
+    metrics_port: int | None = None
+    _runners: list[web.AppRunner] = field(default_factory=list)
+
+    @property
+    def manager(self) -> Manager:
+        return self.context.manager
+
+    @property
+    def metrics(self) -> RuntimeMetrics:
+        return self.context.metrics
+
+    async def start_http(self) -> None:
+        """Serve /healthz, /readyz and /metrics (one server when both ports are equal and fixed)."""
+        settings = self.context.settings
+        health = web.Application()
+        health.router.add_get("/healthz", self._healthz)
+        health.router.add_get("/readyz", self._readyz)
+        metrics = health if settings.metrics_port == settings.health_port != 0 else web.Application()
+        metrics.router.add_get("/metrics", self._metrics)
+        self.health_port = await self._serve(health, settings.health_port)
+        self.metrics_port = self.health_port if metrics is health else await self._serve(metrics, settings.metrics_port)
+
+    async def _serve(self, app: web.Application, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.context.settings.bind_address, port)
+        await site.start()
+        self._runners.append(runner)
+        bound: int = runner.addresses[-1][1]  # the real port when ``port`` was 0
+        return bound
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        failure = self.manager.failure
+        return web.Response(status=500, text=f"failed: {failure}") if failure else web.Response(text="ok")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok") if self.manager.ready else web.Response(status=503, text="not ready")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def run(self, stop: asyncio.Event, *, serve_http: bool = True) -> int:
+        """Run until ``stop`` is set (or a background task crashes); returns the exit code."""
+        if serve_http:
+            await self.start_http()
+        try:
+            return await self.manager.run(stop)
+        finally:
+            for runner in self._runners:
+                await runner.cleanup()
+            self._runners.clear()
+
+    async def aclose(self) -> None:
+        if self.owns_api_client:
+            await self.api_client.close()
+
+
+async def api_client_from_settings(settings: Settings) -> Any:
+    """KUBECONFIG when set, else the in-cluster service account (token re-read as it rotates)."""
+    configuration = k8s_client.Configuration()
+    if settings.kubeconfig:
+        await k8s_config.load_kube_config(config_file=settings.kubeconfig, client_configuration=configuration)
+    else:
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return k8s_client.ApiClient(configuration)
+
+
+async def build_operator(
+    settings: Settings,
+    *,
+    api_client: Any = None,
+    controllers: Sequence[ControllerFactory] = DEFAULT_CONTROLLERS,
+    clock: Clock | None = None,
+    metrics: RuntimeMetrics | None = None,
+) -> Operator:
+    """The composition root. ``api_client``: use this kubernetes-asyncio ApiClient (tests) instead
+    of building one from the settings; ``controllers``: the factories of the controllers to run."""
+    owns_api_client = api_client is None
+    if api_client is None:
+        api_client = await api_client_from_settings(settings)
+    clock = clock or RealClock()
+    metrics = metrics or RuntimeMetrics()
+    kube = KubeClient(
+        api_client,
+        clock=clock,
+        metrics=metrics,
+        qps=settings.qps,
+        burst=settings.burst,
+        timeout=settings.request_timeout,
+    )
+    manager = Manager(
+        kube,
+        clock=clock,
+        metrics=metrics,
+        resync_period=settings.resync_period,
+        watch_timeout=settings.watch_timeout,
+        shutdown_grace=settings.shutdown_grace,
+        default_concurrency=settings.concurrency,
+    )
+    context = OperatorContext(manager=manager, client=kube, settings=settings, metrics=metrics, clock=clock)
+    built = [factory(context) for factory in controllers]
+    return Operator(context=context, controllers=built, api_client=api_client, owns_api_client=owns_api_client)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(
+            "{asctime}{levelname}{name}{message}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+async def serve(settings: Settings, controllers: Sequence[ControllerFactory]) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    operator = await build_operator(settings, controllers=controllers)
+    try:
+        log.info(
+            "kaito operator starting",
+            extra={"controllers": [c.name for c in operator.controllers], "qps": settings.qps},
+        )
+        return await operator.run(stop)
+    finally:
+        await operator.aclose()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def main(args: argparse.Namespace) -> int:
+    overrides = {
+        name: value
+        for name in ("metrics_port", "health_port", "concurrency")
+        if (value := getattr(args, name, None)) is not None
+    }
+    settings = Settings(**overrides)
+    if getattr(args, "kubeconfig", None):
+        settings = settings.model_copy(update={"kubeconfig": args.kubeconfig})
+    configure_logging(settings.log_level)
+    controllers: list[ControllerFactory] = list(DEFAULT_CONTROLLERS)
+    # The GPU provisioner's Machine controller factory is appended here, e.g.
+    #     from gpu_provisioner.controller import machine_controller_factory
+    #     controllers.append(machine_controller_factory)
+    return asyncio.run(serve(settings, controllers))

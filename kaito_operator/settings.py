@@ -1,0 +1,37 @@
+"""The operator's configuration, read from the environment (prefix ``KAITO_``) by pydantic-settings.
+
+Build a fresh ``Settings()`` where it is needed (the composition root); nothing reads it at import
+time, so tests set variables with ``monkeypatch.setenv`` or pass keyword arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kaito_operator.presets.catalog import DEFAULT_REGISTRY
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KAITO_", extra="ignore")
+
+    metrics_port: int = Field(default=8080, ge=0, le=65535, description="Port of /metrics (0: any free port).")
+    health_port: int = Field(default=8081, ge=0, le=65535, description="Port of /healthz and /readyz.")
+    bind_address: str = Field(default="0.0.0.0", description="Address the HTTP endpoints listen on.")
+    concurrency: int = Field(default=5, ge=1, description="Reconciles run in parallel per controller.")
+    qps: float = Field(default=50.0, ge=0, description="API requests per second on average (0: unlimited).")
+    burst: int = Field(default=100, ge=1, description="API requests allowed in a burst above the QPS.")
+    request_timeout: float = Field(default=30.0, gt=0, description="Time limit of one API request, seconds.")
+    watch_timeout: int = Field(default=300, ge=10, description="Server-side watch timeout, seconds (randomised ×1-2).")
+    resync_period: float = Field(default=600.0, ge=0, description="Re-deliver all cached objects every N seconds.")
+    reconcile_timeout: float = Field(default=120.0, gt=0, description="Time limit of one reconcile, seconds.")
+    shutdown_grace: float = Field(default=30.0, ge=0, description="Time reconciles in flight get to finish on stop.")
+    image_registry: str = Field(default=DEFAULT_REGISTRY, description="Registry of the public preset images.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    kubeconfig: str | None = Field(
+        default=None,
+        validation_alias="KUBECONFIG",
+        description="Kubeconfig file (env KUBECONFIG); unset: the in-cluster service account.",
+    )

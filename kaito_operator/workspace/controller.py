@@ -1,0 +1,438 @@
+"""The Workspace reconciler: from a Workspace to nodes, a TGI workload, a Service and a status.
+
+One reconcile, level-triggered and idempotent:
+1. Deleted? Mark ``WorkspaceDeleting``, delete this workspace's Machines, and remove our finalizer
+   once the Machine informer shows them gone (their delete events bring the key back; no polling).
+   The Deployment and Service go by owner reference.
+2. Add our finalizer (only ours; others' are never touched).
+3. A preset that cannot fit the instance type is a permanent problem: conditions + a Warning
+   Event, no Machines, no retry until the Workspace changes.
+4. Choose nodes from the Node cache; for the shortfall, create Machines concurrently under
+   deterministic names (a restart finds them instead of making more). Their readiness arrives by
+   watch; a Machine that reports failure fails ``ResourceReady`` with its reason and message.
+5. Apply the Service always and the Deployment once the nodes are ready (or when it already
+   exists), both by server-side apply and only when the rendered manifest changed.
+6. Compute every condition from what was observed (status.py) and write the status subresource
+   only when something changed; a phase transition is also a Kubernetes Event.
+Nothing here waits: everything that takes time is a watched object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from kaito_operator.api import constants as c
+from kaito_operator.api.workspace import Workspace
+from kaito_operator.presets import catalog
+from kaito_operator.presets.fit import check_fit
+from kaito_operator.runtime.client import KubeClient
+from kaito_operator.runtime.clock import Clock
+from kaito_operator.runtime.controller import Controller, Result
+from kaito_operator.runtime.errors import ApiError, PermanentError, TransientError
+from kaito_operator.runtime.events import EventRecorder
+from kaito_operator.runtime.informer import Informer, WatchEvent
+from kaito_operator.runtime.kinds import (
+    DEPLOYMENT,
+    MACHINE,
+    NODE,
+    SERVICE,
+    WORKSPACE,
+    ObjectKey,
+    ResourceKind,
+    key_of,
+)
+from kaito_operator.runtime.manager import Manager
+from kaito_operator.runtime.mapping import Mapper, map_by_labels, map_to_owner
+from kaito_operator.workspace.machines import MachineState, machine_state, render_machine
+from kaito_operator.workspace.names import FIELD_MANAGER, machine_names
+from kaito_operator.workspace.nodes import is_candidate, node_is_ready, node_labels, node_name, select_nodes
+from kaito_operator.workspace.service import render_service
+from kaito_operator.workspace.status import (
+    Observation,
+    compute_conditions,
+    merge_conditions,
+    status_changed,
+    transitions,
+)
+from kaito_operator.workspace.workload import RenderOptions, render_workload, rendered_hash
+
+log = logging.getLogger(__name__)
+
+CONTROLLER_NAME: Final = "workspace"
+MACHINES_BY_WORKSPACE: Final = "workspace"
+CHILD_SELECTOR: Final = c.LABEL_WORKSPACE  # "has the label": only the children we made
+
+
+def _machine_index(machine: dict[str, Any]) -> list[str]:
+    labels = node_labels(machine)
+    name, namespace = labels.get(c.LABEL_WORKSPACE), labels.get(c.LABEL_WORKSPACE_NAMESPACE)
+    return [f"{namespace}/{name}"] if name and namespace else []
+
+
+def _meta(obj: dict[str, Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = obj.setdefault("metadata", {})
+    return meta
+
+
+def _owned_by(obj: dict[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in _meta(obj).get("ownerReferences") or [])
+
+
+def _invalid(error: ApiError) -> bool:
+    """The API server refused the object itself (a bad user template): retrying cannot help."""
+    return error.status in (400, 422) and error.reason in ("Invalid", "BadRequest")
+
+
+class WorkspaceReconciler:
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        workspaces: Informer,
+        machines: Informer,
+        nodes: Informer,
+        deployments: Informer,
+        services: Informer,
+        recorder: EventRecorder,
+        clock: Clock,
+        options: RenderOptions,
+    ) -> None:
+        self._client = client
+        self._workspaces = workspaces
+        self._machines = machines
+        self._nodes = nodes
+        self._deployments = deployments
+        self._services = services
+        self._recorder = recorder
+        self._clock = clock
+        self._options = options
+        machines.add_indexer(MACHINES_BY_WORKSPACE, _machine_index)
+        # Machines we created that the cache has not shown yet, so a reconcile woken before their
+        # watch event neither recreates them nor forgets to delete them.
+        self._created: dict[ObjectKey, set[str]] = {}
+
+    # --- entry point -------------------------------------------------------------------------------
+    async def reconcile(self, key: ObjectKey) -> Result:
+        obj = self._workspaces.store.get(key)
+        if obj is None:
+            self._created.pop(key, None)
+            return Result()
+        try:
+            workspace = Workspace.model_validate(obj)
+        except ValidationError as error:
+            raise PermanentError(f"workspace {key} cannot be read: {error}") from error
+        if _meta(obj).get("deletionTimestamp"):
+            return await self._finalize(key, obj, workspace)
+        if c.WORKSPACE_FINALIZER not in (_meta(obj).get("finalizers") or []):
+            obj = await self._add_finalizer(key, obj)
+        return await self._sync(key, obj, workspace)
+
+    # --- deletion ----------------------------------------------------------------------------------
+    async def _finalize(self, key: ObjectKey, obj: dict[str, Any], workspace: Workspace) -> Result:
+        if c.WORKSPACE_FINALIZER not in (_meta(obj).get("finalizers") or []):
+            return Result()
+        await self._write_status(obj, Observation(generation=self._generation(obj), count=0, deleting=True), None)
+        cached = self._machines_of(key)
+        remaining = {_meta(m)["name"] for m in cached}
+        unseen = self._created.get(key, set()) - remaining
+        to_delete = [_meta(m)["name"] for m in cached if not _meta(m).get("deletionTimestamp")] + sorted(unseen)
+        if to_delete:
+            results = await asyncio.gather(*(self._delete_machine(name) for name in to_delete), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise TransientError(f"deleting machines of {key}: {errors[0]}")
+            self._created.pop(key, None)
+        if remaining:
+            log.info("workspace %s: waiting for %d machines to go", key, len(remaining))
+            return Result()  # each Machine's delete event brings this key back
+        await self._remove_finalizer(key, obj)
+        self._created.pop(key, None)
+        return Result()
+
+    async def _delete_machine(self, name: str) -> None:
+        try:
+            await self._client.delete(MACHINE, name)
+        except ApiError as error:
+            if not error.not_found:
+                raise
+
+    # --- finalizer ---------------------------------------------------------------------------------
+    async def _add_finalizer(self, key: ObjectKey, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = _meta(obj)
+        finalizers = meta.get("finalizers") or []
+        test = {"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")}
+        add = (
+            {"op": "add", "path": "/metadata/finalizers/-", "value": c.WORKSPACE_FINALIZER}
+            if finalizers
+            else {"op": "add", "path": "/metadata/finalizers", "value": [c.WORKSPACE_FINALIZER]}
+        )
+        updated = await self._patch_metadata(key, [test, add])
+        return updated
+
+    async def _remove_finalizer(self, key: ObjectKey, obj: dict[str, Any]) -> None:
+        finalizers = _meta(obj).get("finalizers") or []
+        index = finalizers.index(c.WORKSPACE_FINALIZER)
+        path = f"/metadata/finalizers/{index}"
+        await self._patch_metadata(
+            key, [{"op": "test", "path": path, "value": c.WORKSPACE_FINALIZER}, {"op": "remove", "path": path}]
+        )
+
+    async def _patch_metadata(self, key: ObjectKey, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            updated = await self._client.patch(
+                WORKSPACE, key.name, operations, namespace=key.namespace, patch_type="json"
+            )
+        except ApiError as error:
+            if error.status in (409, 422):
+                # Our cached copy is stale (a "test" failed); the watch will bring the current one.
+                raise TransientError(f"workspace {key} changed meanwhile: {error.api_message}") from error
+            raise
+        self._workspaces.write_through(updated)
+        return updated
+
+    # --- the live path -----------------------------------------------------------------------------
+    async def _sync(self, key: ObjectKey, obj: dict[str, Any], workspace: Workspace) -> Result:
+        generation = self._generation(obj)
+        count = workspace.resource.count
+        problem = self._spec_problem(workspace)
+        if problem is not None:
+            await self._write_status(obj, Observation(generation=generation, count=count, spec_problem=problem), [])
+            raise PermanentError(problem)
+
+        selected = select_nodes(self._nodes.store.list(), workspace)
+        machines = [machine_state(m) for m in self._machines_of(key)]
+        errors: list[ApiError] = []
+        resource_error: str | None = None
+        if len(selected) < count:
+            try:
+                await self._ensure_machines(key, obj, workspace, selected, machines)
+            except ApiError as error:
+                errors.append(error)
+                resource_error = f"creating machines: {error.api_message or error}"
+
+        inference_error: str | None = None
+        inference_failure: str | None = None
+        try:
+            await self._ensure_child(SERVICE, self._services, render_service(workspace), workspace)
+        except ApiError as error:
+            errors.append(error)
+            inference_error = f"applying service: {error.api_message or error}"
+
+        desired = render_workload(workspace, self._options)
+        current = self._deployments.store.get(ObjectKey(key.namespace, desired["metadata"]["name"]))
+        if len(selected) >= count or current is not None:
+            try:
+                current = await self._ensure_child(DEPLOYMENT, self._deployments, desired, workspace) or current
+            except ApiError as error:
+                if _invalid(error):
+                    inference_failure = f"the workload was rejected: {error.api_message}"
+                else:
+                    errors.append(error)
+                    inference_error = f"applying workload: {error.api_message or error}"
+
+        observation = Observation(
+            generation=generation,
+            count=count,
+            selected_nodes=tuple(selected),
+            machines=tuple(machines),
+            resource_error=resource_error,
+            inference_error=inference_error,
+            inference_failure=inference_failure,
+            **self._workload_view(current, rendered_hash(desired)),
+        )
+        await self._write_status(obj, observation, selected)
+        if errors:
+            first = errors[0]
+            raise TransientError(str(first), retry_after=first.retry_after)
+        if inference_failure is not None:
+            raise PermanentError(inference_failure)
+        return Result()
+
+    def _spec_problem(self, workspace: Workspace) -> str | None:
+        preset = workspace.inference.preset
+        if preset is None:
+            return None
+        problems = check_fit(catalog.get(preset.name), workspace.resource.instance_type, workspace.resource.count)
+        return "; ".join(p.message for p in problems) or None
+
+    async def _ensure_machines(
+        self,
+        key: ObjectKey,
+        obj: dict[str, Any],
+        workspace: Workspace,
+        selected: list[str],
+        machines: list[MachineState],
+    ) -> None:
+        cached_names = {m.name for m in machines}
+        created = self._created.setdefault(key, set())
+        created -= cached_names  # seen now: the cache speaks for them
+        in_flight = [m for m in machines if not m.deleting and m.node_name not in selected]
+        shortfall = workspace.resource.count - len(selected) - len(in_flight) - len(created)
+        if shortfall <= 0:
+            return
+        names = machine_names(_meta(obj)["uid"], shortfall, taken=cached_names | created)
+        results = await asyncio.gather(
+            *(self._create_machine(workspace, name) for name in names), return_exceptions=True
+        )
+        made = [name for name, result in zip(names, results, strict=True) if not isinstance(result, BaseException)]
+        created.update(made)
+        if made:
+            await self._recorder.normal(obj, "CreateMachine", f"creating {len(made)} machines: {', '.join(made)}")
+        for result in results:
+            if isinstance(result, ApiError):
+                raise result
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _create_machine(self, workspace: Workspace, name: str) -> None:
+        try:
+            await self._client.create(MACHINE, render_machine(workspace, name))
+        except ApiError as error:
+            if not error.already_exists:  # made by an earlier reconcile: that is the point of the name
+                raise
+
+    async def _ensure_child(
+        self, kind: ResourceKind, informer: Informer, desired: dict[str, Any], workspace: Workspace
+    ) -> dict[str, Any] | None:
+        """Server-side apply ``desired`` unless the cached object already is exactly it."""
+        meta = desired["metadata"]
+        current = informer.store.get(ObjectKey(meta["namespace"], meta["name"]))
+        if (
+            current is not None
+            and rendered_hash(current) == rendered_hash(desired)
+            and _owned_by(current, workspace.metadata["uid"])
+        ):
+            return None
+        applied = await self._client.apply(kind, desired, field_manager=FIELD_MANAGER)
+        informer.write_through(applied)
+        return applied
+
+    @staticmethod
+    def _workload_view(deployment: dict[str, Any] | None, desired_hash: str | None) -> dict[str, Any]:
+        if deployment is None:
+            return {}
+        status = deployment.get("status") or {}
+        observed = int(status.get("observedGeneration") or 0) >= int(_meta(deployment).get("generation") or 0)
+        return {
+            "workload_exists": True,
+            "ready_replicas": int(status.get("readyReplicas") or 0),
+            "updated_replicas": int(status.get("updatedReplicas") or 0),
+            "total_replicas": int(status.get("replicas") or 0),
+            "workload_observed": observed and rendered_hash(deployment) == desired_hash,
+        }
+
+    # --- status ------------------------------------------------------------------------------------
+    @staticmethod
+    def _generation(obj: dict[str, Any]) -> int:
+        return int(_meta(obj).get("generation") or 0)
+
+    def _machines_of(self, key: ObjectKey) -> list[dict[str, Any]]:
+        return self._machines.store.by_index(MACHINES_BY_WORKSPACE, f"{key.namespace}/{key.name}")
+
+    async def _write_status(
+        self, obj: dict[str, Any], observation: Observation, worker_nodes: list[str] | None
+    ) -> None:
+        current = obj.get("status") or {}
+        conditions = merge_conditions(
+            current.get("conditions") or [],
+            compute_conditions(observation),
+            generation=observation.generation,
+            now=self._clock.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        desired: dict[str, Any] = {"conditions": conditions}
+        desired["workerNodes"] = sorted(worker_nodes) if worker_nodes is not None else current.get("workerNodes")
+        if not status_changed(current, desired):
+            return
+        meta = _meta(obj)
+        updated = await self._client.patch(
+            WORKSPACE,
+            meta["name"],
+            {"status": desired},
+            namespace=meta["namespace"],
+            patch_type="merge",
+            subresource="status",
+        )
+        self._workspaces.write_through(updated)
+        for condition in transitions(current.get("conditions") or [], conditions):
+            message = f"{condition['type']} is {condition['status']}: {condition['message']}"
+            if condition["status"] == "False":
+                await self._recorder.warning(updated, condition["reason"], message)
+            else:
+                await self._recorder.normal(updated, condition["reason"], message)
+
+
+# --- wiring --------------------------------------------------------------------------------------
+def _node_changed(event: WatchEvent) -> bool:
+    """Node heartbeats change nothing we look at; readiness, labels and schedulability do."""
+    if event.type == "SYNC":
+        return False
+    if event.type != "MODIFIED" or event.old is None:
+        return True
+    new, old = event.obj, event.old
+    return (
+        node_is_ready(new) != node_is_ready(old)
+        or node_labels(new) != node_labels(old)
+        or (new.get("spec") or {}).get("unschedulable") != (old.get("spec") or {}).get("unschedulable")
+        or bool(_meta(new).get("deletionTimestamp")) != bool(_meta(old).get("deletionTimestamp"))
+    )
+
+
+def _workspaces_for_node(workspaces: Informer) -> Mapper:
+    def mapper(event: WatchEvent) -> list[ObjectKey]:
+        name = node_name(event.obj)
+        keys = []
+        for obj in workspaces.store.list():
+            status = obj.get("status") or {}
+            if name in (status.get("workerNodes") or []):
+                keys.append(key_of(obj))
+                continue
+            try:
+                workspace = Workspace.model_validate(obj)
+            except ValidationError:
+                continue
+            candidate_then = event.old is not None and is_candidate(event.old, workspace)
+            if candidate_then or is_candidate(event.obj, workspace):
+                keys.append(key_of(obj))
+        return keys
+
+    return mapper
+
+
+def workspace_controller(
+    manager: Manager,
+    *,
+    recorder: EventRecorder,
+    options: RenderOptions,
+    concurrency: int | None = None,
+    reconcile_timeout: float = 120.0,
+) -> Controller:
+    """Build the workspace controller on the manager's shared informers and register it."""
+    workspaces = manager.informer(WORKSPACE)
+    machines = manager.informer(MACHINE)
+    nodes = manager.informer(NODE)
+    deployments = manager.informer(DEPLOYMENT, label_selector=CHILD_SELECTOR)
+    services = manager.informer(SERVICE, label_selector=CHILD_SELECTOR)
+    reconciler = WorkspaceReconciler(
+        manager.client,
+        workspaces=workspaces,
+        machines=machines,
+        nodes=nodes,
+        deployments=deployments,
+        services=services,
+        recorder=recorder,
+        clock=manager.clock,
+        options=options,
+    )
+    controller = manager.controller(
+        CONTROLLER_NAME, reconciler, concurrency=concurrency, reconcile_timeout=reconcile_timeout
+    )
+    controller.watch(workspaces)
+    controller.watch(machines, map_by_labels(c.LABEL_WORKSPACE, c.LABEL_WORKSPACE_NAMESPACE))
+    controller.watch(deployments, map_to_owner(WORKSPACE))
+    controller.watch(services, map_to_owner(WORKSPACE))
+    controller.watch(nodes, _workspaces_for_node(workspaces), predicate=_node_changed)
+    return controller
