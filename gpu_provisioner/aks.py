@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
     AzureError,
@@ -131,10 +132,6 @@ def translate(error: Exception, *, operation_failed: bool = False) -> errors.Clo
         odata = error.error
         code = odata.code if odata is not None else None
         message = (odata.message if odata is not None else None) or error.message or str(error)
-        if isinstance(error, ClientAuthenticationError) and error.status_code is None:
-            # Raised by the credential: the token endpoint said no (wrong client id, tenant, or a
-            # federated credential that does not match the ServiceAccount).
-            return errors.Unauthorized(f"Entra ID refused the workload identity: {message}. {IDENTITY_SETUP_HINT}")
         return classify(
             status=error.status_code,
             code=code,
@@ -142,13 +139,56 @@ def translate(error: Exception, *, operation_failed: bool = False) -> errors.Clo
             retry_after=_retry_after(error),
             operation_failed=operation_failed,
         )
-    if isinstance(error, ClientAuthenticationError):
-        return errors.Unauthorized(f"Entra ID refused the workload identity: {error.message}. {IDENTITY_SETUP_HINT}")
     if isinstance(error, (ServiceRequestError, ServiceResponseError)):
         return errors.Transient(f"cannot reach Azure: {error.message}")
     if isinstance(error, AzureError):
         return errors.Transient(error.message)
     raise error  # not an Azure failure: a bug, let it surface as one
+
+
+class _IdentityCredential:
+    """The workload-identity credential, with its refusals translated where they happen: inside the
+    SDK pipeline a token failure looks like any other 400/401, so this is the one place that
+    knows it came from Entra ID and not from ARM."""
+
+    def __init__(self, credential: WorkloadIdentityCredential, *, client_id: str, tenant_id: str) -> None:
+        self._credential = credential
+        self._who = f"client id {client_id}, tenant {tenant_id}"
+
+    def _refused(self, error: AzureError) -> errors.Unauthorized:
+        return errors.Unauthorized(
+            f"Entra ID refused the workload identity ({self._who}): {error.message}. {IDENTITY_SETUP_HINT}"
+        )
+
+    async def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        try:
+            return await self._credential.get_token(
+                *scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae, **kwargs
+            )
+        except ClientAuthenticationError as error:
+            raise self._refused(error) from error
+
+    async def get_token_info(self, *scopes: str, options: TokenRequestOptions | None = None) -> AccessTokenInfo:
+        try:
+            return await self._credential.get_token_info(*scopes, options=options)
+        except ClientAuthenticationError as error:
+            raise self._refused(error) from error
+
+    async def close(self) -> None:
+        await self._credential.close()
+
+    async def __aenter__(self) -> _IdentityCredential:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 class _LookOncePolling(AsyncARMPolling):
@@ -228,13 +268,20 @@ class AksCloudProvider:
         if azure.ca_bundle is not None:
             transport["connection_verify"] = str(azure.ca_bundle)
         self._transport_options = transport
-        self._credential: AsyncTokenCredential = credential or WorkloadIdentityCredential(
-            tenant_id=azure.tenant_id,
-            client_id=azure.client_id,
-            token_file_path=str(azure.federated_token_file),
-            authority=azure.authority_host,
-            retry_total=1,
-            **transport,
+        self._credential: AsyncTokenCredential = credential or cast(
+            AsyncTokenCredential,
+            _IdentityCredential(
+                WorkloadIdentityCredential(
+                    tenant_id=azure.tenant_id,
+                    client_id=azure.client_id,
+                    token_file_path=str(azure.federated_token_file),
+                    authority=azure.authority_host,
+                    retry_total=1,
+                    **transport,
+                ),
+                client_id=str(azure.client_id),
+                tenant_id=str(azure.tenant_id),
+            ),
         )
         self._owns_credential = credential is None
         client_options: dict[str, Any] = {}

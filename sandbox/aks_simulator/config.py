@@ -46,6 +46,7 @@ class Fault(BaseModel):
         description="PUT/DELETE only: accept the request, then end its async operation Failed with "
         "code and message (how AKS reports allocation failures).",
     )
+    delay_s: float = Field(default=0.0, ge=0, description="Answer this much later (to exercise client timeouts).")
     pool: str | None = Field(default=None, description="Only requests for this agent pool.")
     times: int | None = Field(default=1, ge=1)
 

@@ -68,7 +68,7 @@ class _Route:
     tenant: str | None = None
 
 
-Handler = Callable[[web.Request, _Route], Awaitable[web.Response]]
+_ROUTE = web.RequestKey("route", _Route)
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -199,7 +199,7 @@ class AksSimulator:
             response = await handler(request)
         except web.HTTPException as error:
             response = error
-        route: _Route | None = request.get("route")
+        route = request.get(_ROUTE)
         self.requests.append(
             RecordedRequest(
                 method=request.method,
@@ -248,7 +248,7 @@ class AksSimulator:
         route = self._route(request)
         if route is None:
             return _arm_error(ArmError(404, "InvalidResourceType", f"No route for {request.method} {request.path}."))
-        request["route"] = route
+        request[_ROUTE] = route
         if route.target == "ADMIN":
             return await self._admin(request, route)
         if route.target == "TOKEN":
@@ -291,6 +291,8 @@ class AksSimulator:
         target: FaultTarget = route.target  # type: ignore[assignment]
         fault = self.cluster.take_fault(target, route.pool)
         if fault is not None:
+            if fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
             raise ArmError(fault.status, fault.code, fault.message, retry_after=fault.retry_after)
         origin = f"{request.scheme}://{request.host}"
         if route.target == "OPERATION":

@@ -1,0 +1,46 @@
+"""Helpers for the provisioner's integration tests: a spec builder and deadline-bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from gpu_provisioner.aks import AksCloudProvider
+from gpu_provisioner.cloudprovider import InstanceSpec, Operation, OperationProgress
+from gpu_provisioner.settings import ProvisionerSettings
+
+T = TypeVar("T")
+FAST = ProvisionerSettings(arm_polling_interval_s=0.05, request_timeout_s=10)
+
+
+def a_spec(name: str = "gpu1", vm_size: str = "Standard_NC24ads_A100_v4") -> InstanceSpec:
+    return InstanceSpec(
+        name=name,
+        vm_size=vm_size,
+        os_sku="Ubuntu",
+        os_disk_size_gb=256,
+        labels={"kaito.sh/workspace": "ws", "kaito.sh/machine-type": "gpu"},
+        taints=("sku=gpu:NoSchedule",),
+        tags={"kaito-py-cluster": "kaito-cluster", "kaito-py-machine": name},
+    )
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 15.0, what: str = "") -> T:
+    """Poll ``check`` until it returns something other than None, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result is not None:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
+        await asyncio.sleep(0.05)  # the poll interval of a deadline-bounded condition wait
+
+
+async def until_done(cloud: AksCloudProvider, operation: Operation, timeout: float = 15.0) -> OperationProgress:
+    async def look() -> OperationProgress | None:
+        progress = await cloud.poll(operation)
+        return progress if progress.done else None
+
+    return await eventually(look, timeout=timeout, what=f"{operation.kind} of {operation.name}")
