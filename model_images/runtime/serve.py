@@ -1,0 +1,162 @@
+"""Runs the runtime: load the model, start the engine, serve HTTP until SIGTERM, then drain.
+
+``running()`` gives the same server in-process (benchmarks, tests); ``main()`` is what
+``kaito runtime serve`` and ``python -m model_images.runtime serve`` call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from aiohttp import web
+
+from model_images.runtime.engine import Engine
+from model_images.runtime.loader import LoadedModel, ModelLoadError, load_model
+from model_images.runtime.metrics import RuntimeMetrics
+from model_images.runtime.server import Encoder, InferenceServer, ServerConfig
+from model_images.runtime.validation import Limits
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOTAL_TOKENS = 4096
+GRACEFUL_SHUTDOWN_SECONDS = 90.0
+"""How long in-flight requests may run after SIGTERM (TGI's default)."""
+
+
+def runtime_version() -> str:
+    try:
+        return metadata.version("kaito-py")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def limits_for(
+    loaded: LoadedModel,
+    *,
+    max_input_tokens: int | None = None,
+    max_total_tokens: int | None = None,
+    max_concurrent_requests: int = 128,
+    max_batch_size: int = 32,
+) -> Limits:
+    """Limits with TGI's defaults (total = the model's context, capped at 4096; input = total - 1),
+    refusing a total the model's position embeddings cannot hold."""
+    context = loaded.max_position_embeddings
+    total = max_total_tokens or min(context or DEFAULT_MAX_TOTAL_TOKENS, DEFAULT_MAX_TOTAL_TOKENS)
+    if context is not None and total > context:
+        raise ValueError(f"--max-total-tokens {total} is more than the model's max_position_embeddings ({context})")
+    return Limits(
+        max_input_tokens=max_input_tokens or total - 1,
+        max_total_tokens=total,
+        max_concurrent_requests=max_concurrent_requests,
+        max_batch_size=max_batch_size,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(
+    loaded: LoadedModel,
+    limits: Limits,
+    *,
+    model_id: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    shutdown_timeout: float = GRACEFUL_SHUTDOWN_SECONDS,
+) -> AsyncIterator[str]:
+    """Serve ``loaded`` on ``host:port`` (0: any free port) and yield the base URL; on exit, let
+    in-flight requests finish (up to ``shutdown_timeout``), then stop the engine."""
+    metrics = RuntimeMetrics()
+    engine = Engine(loaded.model, loaded.tokenizer, max_batch_size=limits.max_batch_size, metrics=metrics)
+    config = ServerConfig(
+        model_id=model_id,
+        limits=limits,
+        dtype=str(loaded.dtype).removeprefix("torch."),
+        device_type=loaded.device.type,
+        version=runtime_version(),
+    )
+    server = InferenceServer(engine, Encoder(loaded.tokenizer.backend_tokenizer), loaded.tokenizer, config, metrics)
+    await engine.start()
+    runner = web.AppRunner(server.app(), shutdown_timeout=shutdown_timeout, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_port = runner.addresses[0][1]
+        yield f"http://{_url_host(host)}:{bound_port}"
+    finally:
+        await runner.cleanup()
+        await engine.stop()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    model_dir: Path
+    host: str = "0.0.0.0"
+    port: int = 80
+    max_input_tokens: int | None = None
+    max_total_tokens: int | None = None
+    max_concurrent_requests: int = 128
+    max_batch_size: int = 32
+    model_id: str | None = None
+    device: str | None = None
+
+
+async def serve(options: ServeOptions) -> int:
+    try:
+        loaded = await asyncio.to_thread(load_model, options.model_dir, options.device)
+        limits = limits_for(
+            loaded,
+            max_input_tokens=options.max_input_tokens,
+            max_total_tokens=options.max_total_tokens,
+            max_concurrent_requests=options.max_concurrent_requests,
+            max_batch_size=options.max_batch_size,
+        )
+    except (ModelLoadError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    model_id = options.model_id or str(options.model_dir)
+    async with running(loaded, limits, model_id=model_id, host=options.host, port=options.port) as url:
+        print(f"kaito runtime serving {model_id} on {url}", flush=True)
+        await stop.wait()
+        logger.info("stopping: finishing in-flight requests (up to %s s)", GRACEFUL_SHUTDOWN_SECONDS)
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = ServeOptions(
+        model_dir=Path(args.model),
+        host=args.host,
+        port=args.port,
+        max_input_tokens=args.max_input_tokens,
+        max_total_tokens=args.max_total_tokens,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_batch_size=args.max_batch_size,
+        model_id=args.model_id,
+        device=args.device,
+    )
+    return asyncio.run(serve(options))
+
+
+def tiny_model_main(args: argparse.Namespace) -> int:
+    from model_images.runtime.tiny_model import write_tiny_model
+
+    path = write_tiny_model(args.directory, seed=args.seed)
+    print(f"wrote a tiny Llama model to {path}")
+    return 0
