@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from kaito_operator.presets.skus import lookup
 from kaito_operator.runtime import (
     MACHINE,
     NODE,
+    WORKSPACE,
     ApiError,
     Controller,
     KubeClient,
@@ -175,6 +175,39 @@ async def wait_for(
                 raise
 
 
+async def wait_for_item(
+    client: KubeClient,
+    kind: ResourceKind,
+    namespace: str | None,
+    predicate: Callable[[dict[str, Any]], bool],
+    *,
+    field_selector: str | None = None,
+    timeout: float = 30.0,
+    what: str = "",
+) -> dict[str, Any]:
+    """Watch a collection until some object satisfies ``predicate``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            items, version = await client.list(kind, namespace, field_selector=field_selector)
+            for item in items:
+                if predicate(item):
+                    return item
+            try:
+                async for event in client.watch(
+                    kind,
+                    namespace,
+                    resource_version=version,
+                    timeout_seconds=int(timeout) + 1,
+                    field_selector=field_selector,
+                ):
+                    if event["type"] in ("ADDED", "MODIFIED") and predicate(event["object"]):
+                        return dict(event["object"])
+            except ApiError as error:
+                if not error.gone:
+                    raise
+    raise AssertionError(f"no {what or kind.kind} appeared")  # pragma: no cover (timeout raises)
+
+
 async def _list_one(
     client: KubeClient, kind: ResourceKind, namespace: str | None, field_selector: str
 ) -> tuple[list[dict[str, Any]], str]:
@@ -241,6 +274,7 @@ class StandInProvisioner:
         self.fail_with = fail_with
         self.nodes_made: list[str] = []
         self.machines_seen_when_first_ready: int | None = None
+        self.failed_at: float | None = None
         self._client: KubeClient | None = None
         self._machines: Any = None
 
@@ -265,10 +299,23 @@ class StandInProvisioner:
             await delete_quietly(self._client, NODE, key.name)
             return Result()
         labels = machine["metadata"].get("labels") or {}
-        if labels.get(c.LABEL_WORKSPACE_NAMESPACE) != self.namespace or machine["metadata"].get("deletionTimestamp"):
+        if labels.get(c.LABEL_WORKSPACE_NAMESPACE) != self.namespace:
             return Result()
+        if machine["metadata"].get("deletionTimestamp"):
+            # Like karpenter's termination: the node goes first, then the finalizer.
+            await delete_quietly(self._client, NODE, key.name)
+            finalizers = [f for f in machine["metadata"].get("finalizers") or [] if f != c.MACHINE_FINALIZER]
+            with contextlib.suppress(ApiError):
+                await self._client.patch(MACHINE, key.name, {"metadata": {"finalizers": finalizers or None}})
+            return Result()
+        if c.MACHINE_FINALIZER not in (machine["metadata"].get("finalizers") or []):
+            finalizers = [*(machine["metadata"].get("finalizers") or []), c.MACHINE_FINALIZER]
+            await self._client.patch(MACHINE, key.name, {"metadata": {"finalizers": finalizers}})
         if self.fail_with is not None:
             reason, message = self.fail_with
+            if condition(machine, c.COND_MACHINE_LAUNCHED).get("status") == "False":
+                return Result()
+            self.failed_at = time.monotonic()  # before the write: the operator may see it first
             await self._set_status(
                 key.name,
                 {
@@ -336,5 +383,12 @@ class StandInProvisioner:
             await delete_quietly(client, NODE, name)
 
 
-def deep(obj: Any) -> Any:
-    return copy.deepcopy(obj)
+async def delete_workspace_and_wait(client: KubeClient, name: str, namespace: str, timeout: float = 60) -> None:
+    """Delete the Workspace and wait until it is gone (the running operator must finalize it)."""
+    await delete_quietly(client, WORKSPACE, name, namespace)
+    await wait_for(client, WORKSPACE, name, namespace, lambda obj: obj is None, timeout=timeout, what=f"{name} gone")
+
+
+async def machines_of(client: KubeClient, namespace: str) -> list[dict[str, Any]]:
+    machines, _ = await client.list(MACHINE, label_selector=f"{c.LABEL_WORKSPACE_NAMESPACE}={namespace}")
+    return machines

@@ -1,0 +1,109 @@
+"""(f) A template Workspace: the user's pod runs, with our label, affinity and tolerations merged in."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from workspace_testkit import (
+    delete_quietly,
+    delete_workspace_and_wait,
+    gpu_node,
+    is_true,
+    plain_client,
+    running_operator,
+    wait_for,
+)
+
+from kaito_operator.api import constants as c
+from kaito_operator.runtime import NODE, POD, WORKSPACE
+
+pytestmark = [pytest.mark.controlplane, pytest.mark.full]
+
+USER_TOLERATION = {"key": "team", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+
+
+async def test_the_users_container_runs_with_our_affinity_and_tolerations(kube_api: Any, namespace: str) -> None:
+    client = plain_client(kube_api)
+    suffix = uuid.uuid4().hex[:6]
+    labels = {"apps": f"custom-{suffix}"}
+    node_name = f"aks-custom-{suffix}"
+    await client.create(
+        NODE,
+        gpu_node(
+            node_name,
+            labels={**labels, "zone": "a"},
+            instance_type="Standard_NC6s_v3",
+            gpus=1,
+            taints=[{"key": "team", "value": "ml", "effect": "NoSchedule"}],
+        ),
+    )
+    template = {
+        "metadata": {"labels": {"app": "custom"}},
+        "spec": {
+            "containers": [{"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 5000}]}],
+            "tolerations": [USER_TOLERATION],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                        ]
+                    }
+                }
+            },
+        },
+    }
+    workspace = {
+        "apiVersion": "kaito.sh/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {"name": "custom", "namespace": namespace},
+        "resource": {"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": labels}},
+        "inference": {"template": template},
+    }
+    try:
+        async with running_operator(kube_api):
+            await client.create(WORKSPACE, workspace)
+            await wait_for(client, WORKSPACE, "custom", namespace, is_true(c.COND_WORKSPACE_READY), timeout=90)
+            [pod] = (await client.list(POD, namespace, label_selector=f"{c.LABEL_WORKSPACE}=custom"))[0]
+            spec = pod["spec"]
+            assert pod["spec"]["nodeName"] == node_name
+            assert [ct["image"] for ct in spec["containers"]] == ["nginx:1.27"]
+            assert pod["metadata"]["labels"]["app"] == "custom", "the user's labels are kept"
+            tolerations = spec["tolerations"]
+            assert USER_TOLERATION in tolerations
+            assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in tolerations
+            [term] = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+                "nodeSelectorTerms"
+            ]
+            keys = [e["key"] for e in term["matchExpressions"]]
+            assert keys[0] == "zone", "the user's requirement is kept"
+            assert "apps" in keys and c.LABEL_INSTANCE_TYPE in keys, "ours are ANDed in"
+
+            # A change of template rolls out.
+            current = await client.get(WORKSPACE, "custom", namespace)
+            current["inference"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.28"
+            await client.patch(WORKSPACE, "custom", {"inference": current["inference"]}, namespace=namespace)
+            await wait_for(
+                client,
+                WORKSPACE,
+                "custom",
+                namespace,
+                lambda obj: (
+                    is_true(c.COND_WORKSPACE_READY)(obj)
+                    and obj is not None
+                    and all(
+                        cond.get("observedGeneration") == obj["metadata"]["generation"]
+                        for cond in obj["status"]["conditions"]
+                    )
+                ),
+                timeout=90,
+                what="rolled out",
+            )
+            pods, _ = await client.list(POD, namespace, label_selector=f"{c.LABEL_WORKSPACE}=custom")
+            live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+            assert [p["spec"]["containers"][0]["image"] for p in live] == ["nginx:1.28"]
+            await delete_workspace_and_wait(client, "custom", namespace)
+    finally:
+        await delete_quietly(client, NODE, node_name)
