@@ -31,6 +31,26 @@ def register(sub: Any, lazy: Lazy) -> None:
         metavar="FILE",
         help="a YAML manifest to apply once the CRDs are served (repeatable)",
     )
+    up.add_argument(
+        "--aks",
+        action="store_true",
+        help="also start the AKS + Entra ID simulator (needs --profile full) and write <state-dir>/operator.env",
+    )
+    up.add_argument(
+        "--aks-provisioning-delay",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long an agent-pool create takes in the simulator (default 2)",
+    )
+    up.add_argument(
+        "--aks-fault",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help='a fault to inject, e.g. \'{"target": "PUT", "status": 429, "code": "TooManyRequests", '
+        '"retry_after": 1}\' (repeatable; see docs/aks-simulator.md)',
+    )
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness (default 180)")
     up.set_defaults(func=lazy("sandbox.commands", "up"))
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import shlex
 import signal
+import ssl
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 from types import FrameType
-from typing import cast
+from typing import Any, cast
 
 from kaito_operator.api.crds import all_crds
 from sandbox.binaries import BinaryError, ensure_binaries
@@ -31,12 +35,84 @@ async def _install(plane: ControlPlane, manifests: list[Path]) -> None:
                 print(f"applied {obj['kind']} {meta['name']}{where}", file=sys.stderr)
 
 
+OPERATOR_ENV = "operator.env"
+
+
+def _simulator_info(plane: ControlPlane) -> dict[str, Any] | None:
+    """The JSON line the simulator prints once it serves (None until then)."""
+    log = plane.log_dir / "aks-simulator.log"
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+        if line.startswith("{"):
+            try:
+                info: dict[str, Any] = json.loads(line)
+            except ValueError:
+                continue
+            return info
+    return None
+
+
+def _start_simulator(plane: ControlPlane, delay: float, faults: list[dict[str, object]]) -> Path:
+    """Run the AKS + Entra ID simulator beside the control plane; write operator.env; return its path."""
+    from sandbox.controlplane import free_port
+
+    aks_dir = plane.state_dir / "aks"
+    aks_dir.mkdir(exist_ok=True)
+    token_file = aks_dir / "federated-token"
+    argv = [
+        sys.executable,
+        "-m",
+        "sandbox.aks_simulator",
+        f"--port={free_port()}",
+        f"--kubeconfig={plane.kubeconfig}",
+        f"--tls-dir={aks_dir}",
+        f"--token-file={token_file}",
+        f"--provisioning-delay={delay}",
+    ]
+    plane.add_process("aks-simulator", argv, lambda: _simulator_info(plane) is not None)
+    info = _simulator_info(plane)
+    assert info is not None
+    environment = {"KUBECONFIG": str(plane.kubeconfig), **info["environment"]}
+    if faults:
+        context = ssl.create_default_context(cafile=str(info["ca"]))
+        request = urllib.request.Request(
+            f"{info['endpoint']}/_admin/faults",
+            data=json.dumps(faults).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            response.read()
+    env_file = plane.state_dir / OPERATOR_ENV
+    env_file.write_text("".join(f"{key}={shlex.quote(str(value))}\n" for key, value in environment.items()))
+    return env_file
+
+
+def _parse_faults(raw: list[str]) -> list[dict[str, object]]:
+    from sandbox.aks_simulator.config import Fault
+
+    faults = []
+    for text in raw:
+        try:
+            faults.append(Fault.model_validate_json(text).model_dump())
+        except ValueError as error:
+            raise ValueError(f"--aks-fault {text}: {error}") from None
+    return faults
+
+
 def up(args: argparse.Namespace) -> int:
     manifests = [Path(path) for path in args.apply]
     for manifest in manifests:
         if not manifest.is_file():
             print(f"error: --apply {manifest}: no such file", file=sys.stderr)
             return 2
+    if args.aks and args.profile != "full":
+        print("error: --aks needs --profile full (nodes of new agent pools need kwok)", file=sys.stderr)
+        return 2
+    try:
+        faults = _parse_faults(args.aks_fault)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     plane = ControlPlane(
         _state_dir(args), profile=cast(Profile, args.profile), die_with_parent=not args.exit_when_ready
     )
@@ -50,7 +126,11 @@ def up(args: argparse.Namespace) -> int:
     try:
         plane.start(timeout=args.timeout)
         asyncio.run(_install(plane, manifests))
-    except (ControlPlaneError, BinaryError, ValueError, TimeoutError) as error:
+        if args.aks:
+            env_file = _start_simulator(plane, args.aks_provisioning_delay, faults)
+            print(f"AKS simulator is ready; operator settings in {env_file}", file=sys.stderr)
+            print(f"run the operator with: set -a; . {env_file}; set +a; kaito run", file=sys.stderr)
+    except (ControlPlaneError, BinaryError, ValueError, TimeoutError, OSError) as error:
         plane.stop()
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -154,6 +154,17 @@ class ControlPlane:
         self._write_state()
         return self
 
+    def add_process(self, name: str, argv: list[str], ready: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Run one more process as part of this control plane (e.g. the AKS simulator): it is stopped
+        with the rest and recorded in ``state.json``. ``ready`` is polled until it returns True."""
+        self._spawn(name, argv)
+        try:
+            self._await(name, time.monotonic() + timeout, ready)
+        except BaseException:
+            self.stop()
+            raise
+        self._write_state()
+
     def stop(self, grace: float = 10.0) -> None:
         """Stop every process (SIGTERM, then SIGKILL after ``grace``) in reverse start order."""
         for proc in reversed(self.processes):
