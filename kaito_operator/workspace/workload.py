@@ -43,6 +43,7 @@ HEALTH_PATH: Final = "/health"
 PROBE_PERIOD_SECONDS: Final = 10
 SHM_VOLUME: Final = "dshm"
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
+TERMINATION_GRACE_SECONDS: Final = 120
 
 RuntimeCommand = Callable[[str, int, int, int], list[str]]
 """(model_dir, port, max_input_tokens, max_total_tokens) -> the container command."""
@@ -188,6 +189,8 @@ def preset_pod_spec(workspace: Workspace, options: RenderOptions) -> dict[str, A
             volumes.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}})
             container["volumeMounts"] = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
     pod: dict[str, Any] = {
+        # Both servers drain in-flight requests for up to 90 s on SIGTERM.
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "containers": [container],
         "affinity": {
             "nodeAffinity": {
