@@ -57,12 +57,11 @@ class Manager:
         self._started = False
         self._stopping = False
         self._done = asyncio.Event()
+        self._running = asyncio.Event()
         self.failure: str | None = None
 
     # --- building ----------------------------------------------------------------------------------
-    def informer(
-        self, kind: ResourceKind, namespace: str | None = None, label_selector: str | None = None
-    ) -> Informer:
+    def informer(self, kind: ResourceKind, namespace: str | None = None, label_selector: str | None = None) -> Informer:
         key = (kind, namespace, label_selector)
         informer = self._informers.get(key)
         if informer is None:
@@ -149,6 +148,19 @@ class Manager:
         )
         for controller in self._controllers:
             controller.start(self._worker_tasks)
+        self._running.set()
+
+    async def wait_running(self) -> bool:
+        """Wait until the controllers run (True) or the manager stopped first (False)."""
+        running = asyncio.ensure_future(self._running.wait())
+        done = asyncio.ensure_future(self._done.wait())
+        try:
+            await asyncio.wait([running, done], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            running.cancel()
+            done.cancel()
+            await asyncio.gather(running, done, return_exceptions=True)
+        return self._running.is_set() and self.failure is None
 
     async def stop(self) -> None:
         if self._stopping:

@@ -246,10 +246,7 @@ async def running_operator(
     task = asyncio.create_task(operator.run(stop), name="operator")
     try:
         async with asyncio.timeout(30):
-            while not operator.manager.ready:
-                if task.done():
-                    raise AssertionError(f"operator exited early: {task.result()}")
-                await asyncio.sleep(0.05)  # poll the readiness flag while the caches fill
+            assert await operator.manager.wait_running(), f"operator did not start: {operator.manager.failure}"
         yield operator
     finally:
         stop.set()
