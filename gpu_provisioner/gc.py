@@ -23,8 +23,8 @@ from typing import Any, Final
 from gpu_provisioner import agentpool
 from gpu_provisioner.cloudprovider import CloudProvider, Instance
 from gpu_provisioner.errors import CloudError, NotFound, OperationInProgress
-from gpu_provisioner.lifecycle import NODE_INDEX, agentpool_of, delete_pool_nodes
-from gpu_provisioner.settings import ProvisionerSettings
+from gpu_provisioner.lifecycle import NODE_INDEX, agentpool_of, delete_pool_nodes, machine_filter
+from gpu_provisioner.settings import ProvisionerSettings, parse_selector, selector_matches
 from kaito_operator.runtime import (
     Clock,
     Controller,
@@ -59,6 +59,8 @@ class GarbageCollector:
         self._settings = settings
         self._cluster_name = cluster_name
         self._machine_controller = machine_controller
+        self._selector = parse_selector(settings.machine_selector)
+        self._handled = machine_filter(self._selector)
         nodes.add_indexer(NODE_INDEX, agentpool_of)
         # When a pool without a creation tag was first seen, so it still gets a grace period.
         self._first_seen: dict[str, datetime] = {}
@@ -81,7 +83,11 @@ class GarbageCollector:
         """Our pools with no Machine of the same name, older than the grace period, not already going."""
         now = self._clock.utcnow()
         machine_names = {key.name for key in self._machines.store.keys()}  # noqa: SIM118 (a Store, not a dict)
-        ours = [p for p in pools if agentpool.is_ours(p.tags, self._cluster_name)]
+        ours = [
+            p
+            for p in pools
+            if agentpool.is_ours(p.tags, self._cluster_name) and selector_matches(self._selector, p.labels)
+        ]
         for name in set(self._first_seen) - {p.name for p in ours}:
             del self._first_seen[name]
         orphans = []
@@ -118,7 +124,7 @@ class GarbageCollector:
         if self._machine_controller is None:
             return
         for machine in self._machines.store.list():
-            if not agentpool.is_kaito_machine(machine):
+            if not self._handled(machine):
                 continue
             node_name = (machine.get("status") or {}).get("nodeName")
             if node_name and not self._nodes.store.by_index(NODE_INDEX, _name(machine)):

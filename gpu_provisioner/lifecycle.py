@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -35,7 +35,7 @@ from gpu_provisioner.errors import (
     Unauthorized,
 )
 from gpu_provisioner.quantity import InvalidQuantity, parse_quantity
-from gpu_provisioner.settings import ProvisionerSettings
+from gpu_provisioner.settings import ProvisionerSettings, parse_selector, selector_matches
 from kaito_operator.api import constants as c
 from kaito_operator.presets.skus import lookup
 from kaito_operator.runtime import (
@@ -77,8 +77,14 @@ def map_node_to_machine(event: WatchEvent) -> list[ObjectKey]:
     return [ObjectKey("", pool) for pool in agentpool_of(event.obj)]
 
 
-def kaito_machine_event(event: WatchEvent) -> bool:
-    return agentpool.is_kaito_machine(event.obj)
+def machine_filter(selector: Mapping[str, str]) -> Callable[[Mapping[str, Any]], bool]:
+    """Which Machines this provisioner handles: Kaito's, within the configured label selector."""
+
+    def handled(machine: Mapping[str, Any]) -> bool:
+        labels = _meta(machine).get("labels") or {}
+        return agentpool.is_kaito_machine(machine) and selector_matches(selector, labels)
+
+    return handled
 
 
 def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -145,6 +151,7 @@ class MachineReconciler:
         settings: ProvisionerSettings,
         cluster_name: str,
     ) -> None:
+        self._handled = machine_filter(parse_selector(settings.machine_selector))
         self._client = client
         self._machines = machines
         self._nodes = nodes
@@ -167,7 +174,7 @@ class MachineReconciler:
         machine = self._machines.store.get(key)
         if machine is None:
             return Result()
-        if not agentpool.is_kaito_machine(machine):
+        if not self._handled(machine):
             return Result()
         machine = copy.deepcopy(machine)
         if _meta(machine).get("deletionTimestamp"):
@@ -338,10 +345,10 @@ class MachineReconciler:
             )
             return
         nodes = self._nodes_of(draft.name)
-        was_registered = cond.status_of(_conditions(draft.machine), c.COND_MACHINE_REGISTERED) == "True"
         if not nodes:
+            # status.nodeName is set once the node registered: missing now, it vanished.
             node_name = (draft.machine.get("status") or {}).get("nodeName")
-            if was_registered and node_name:
+            if node_name:
                 draft.marks[c.COND_MACHINE_REGISTERED] = cond.Mark.false(
                     cond.REASON_NODE_NOT_FOUND,
                     f"Node {node_name} of agent pool {draft.name} no longer exists in the cluster",

@@ -13,6 +13,7 @@ operator can say, once and plainly, what to set, instead of crashing in a loop.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field
@@ -133,8 +134,28 @@ class ProvisionerSettings(BaseSettings):
     gc_grace_period_s: float = Field(
         default=30.0, ge=0, description="Agent pools younger than this are never collected."
     )
+    machine_selector: str | None = Field(
+        default=None,
+        description="Only provision Machines (and collect pools) whose labels match, e.g. "
+        "'kaito.sh/workspacenamespace=team-a' (comma-separated key=value pairs): lets several "
+        "provisioners share a cluster, and tests isolate themselves.",
+    )
     launched_cache_ttl_s: float = Field(
         default=600.0,
         gt=0,
         description="How long to remember a started create when its status write got lost.",
     )
+
+
+def parse_selector(selector: str | None) -> dict[str, str]:
+    """``"a=b,c=d"`` as a dict (an empty or missing selector matches everything)."""
+    pairs: dict[str, str] = {}
+    for part in (selector or "").split(","):
+        if part.strip():
+            key, _, value = part.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def selector_matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())

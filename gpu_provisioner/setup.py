@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from gpu_provisioner.aks import AksCloudProvider
 from gpu_provisioner.cloudprovider import CloudProvider, Instance, InstanceSpec, Operation, OperationProgress
 from gpu_provisioner.errors import Unauthorized
 from gpu_provisioner.gc import GC_KEY, GarbageCollector
-from gpu_provisioner.lifecycle import MachineReconciler, kaito_machine_event, map_node_to_machine
-from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
-from kaito_operator.runtime import MACHINE, NODE, Controller, EventRecorder, Manager
+from gpu_provisioner.lifecycle import MachineReconciler, machine_filter, map_node_to_machine
+from gpu_provisioner.settings import AzureSettings, ProvisionerSettings, parse_selector
+from kaito_operator.runtime import MACHINE, NODE, Controller, EventRecorder, Manager, ObjectKey, Result
 
 LOG = logging.getLogger(__name__)
 MACHINE_CONTROLLER = "gpu-provisioner-machine"
@@ -108,7 +109,8 @@ def build_provisioner_controllers(
         ),
         concurrency=concurrency,
     )
-    machine_controller.watch(machines, predicate=kaito_machine_event)
+    handled = machine_filter(parse_selector(settings.machine_selector))
+    machine_controller.watch(machines, predicate=lambda event: handled(event.obj))
     machine_controller.watch(nodes, map_node_to_machine)
     gc_controller: Controller | None = None
     if problem is None:
@@ -128,3 +130,52 @@ def build_provisioner_controllers(
         )
         gc_controller.queue.add(GC_KEY)
     return Provisioner(machine_controller, gc_controller, cloud, problem)
+
+
+class _Disabled:
+    async def reconcile(self, key: ObjectKey) -> Result:
+        return Result()
+
+
+class ProvisionerFactory:
+    """A controller factory for the composition root (``kaito_operator.manager``: a callable
+    ``(OperatorContext) -> Controller``). It registers the Machine controller and the garbage
+    collector and returns the Machine controller; call :meth:`close` after the manager stopped.
+
+    ``azure`` / ``settings`` / ``cloud`` are as for :func:`build_provisioner_controllers`.
+    """
+
+    def __init__(
+        self,
+        *,
+        azure: AzureSettings | None = None,
+        settings: ProvisionerSettings | None = None,
+        cloud: CloudProvider | None = None,
+    ) -> None:
+        self._azure = azure
+        self._settings = settings
+        self._cloud = cloud
+        self.provisioner: Provisioner | None = None
+
+    def __call__(self, context: Any) -> Controller:
+        manager: Manager = context.manager
+        self.provisioner = build_provisioner_controllers(
+            manager,
+            recorder=context.recorder("gpu-provisioner"),
+            azure=self._azure,
+            settings=self._settings,
+            cloud=self._cloud,
+            concurrency=max(10, int(context.settings.concurrency)),
+        )
+        if self.provisioner.machine_controller is not None:
+            return self.provisioner.machine_controller
+        # Disabled: an idle controller that is never registered, so nothing runs.
+        return Controller(MACHINE_CONTROLLER, _Disabled(), clock=manager.clock, metrics=manager.metrics)
+
+    async def close(self) -> None:
+        if self.provisioner is not None:
+            await self.provisioner.close()
+
+
+provisioner_controller_factory = ProvisionerFactory()
+"""The factory ``kaito run`` adds: configuration from the environment."""

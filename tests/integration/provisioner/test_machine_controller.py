@@ -1,0 +1,316 @@
+"""The Machine controller on the real control plane, with the AKS simulator registering nodes that
+kwok keeps Ready: launch, registration, initialization, termination, failures and garbage collection.
+
+Machines are cluster-scoped, so each test isolates itself by the ``kaito.sh/workspacenamespace``
+label (its namespace's name) and the provisioner's machine selector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from provisioner_helpers import (
+    a_machine,
+    condition,
+    eventually,
+    fast_provisioner,
+    gone,
+    has_condition,
+    plain_client,
+    provisioner_operator,
+    running_operator,
+    wait_for,
+)
+
+from gpu_provisioner.lifecycle import ANNOTATION_OPERATION
+from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
+from gpu_provisioner.setup import ProvisionerFactory
+from kaito_operator.api import constants as c
+from kaito_operator.runtime import EVENT, MACHINE, NODE, ApiError, KubeClient
+from sandbox.aks_simulator import AksSimulator, Fault, SimulatorConfig
+from sandbox.controlplane import ControlPlane
+
+pytestmark = pytest.mark.full
+
+FOREVER = None
+
+
+def unique_name() -> str:
+    return f"m{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def kube(kube_api: Any) -> KubeClient:
+    return plain_client(kube_api)
+
+
+@pytest.fixture
+async def simulator(control_plane: ControlPlane) -> AsyncIterator[AksSimulator]:
+    config = SimulatorConfig(kubeconfig=control_plane.kubeconfig, provisioning_delay_s=0.5, deletion_delay_s=0.2)
+    async with AksSimulator(config) as sim:
+        yield sim
+
+
+@dataclass
+class Rig:
+    """Everything a test here uses: the cluster, the simulator, and this test's label space."""
+
+    api: Any
+    kube: KubeClient
+    simulator: AksSimulator
+    namespace: str
+    token_file: Path
+
+    @property
+    def selector(self) -> str:
+        return f"kaito.sh/workspacenamespace={self.namespace}"
+
+    def operator(self, settings: ProvisionerSettings | None = None, **azure: Any) -> Any:
+        return provisioner_operator(
+            self.api, self.simulator, self.token_file, settings or fast_provisioner(self.selector), **azure
+        )
+
+    async def create_machine(self, name: str, **overrides: Any) -> None:
+        await self.kube.create(MACHINE, a_machine(name, namespace_label=self.namespace, **overrides))
+
+
+@pytest.fixture
+def rig(kube_api: Any, kube: KubeClient, simulator: AksSimulator, namespace: str, tmp_path: Path) -> Rig:
+    return Rig(kube_api, kube, simulator, namespace, tmp_path / "federated-token")
+
+
+@pytest.fixture(autouse=True)
+async def leave_no_machines(kube: KubeClient, namespace: str) -> AsyncIterator[None]:
+    yield
+    machines, _ = await kube.list(MACHINE, label_selector=f"kaito.sh/workspacenamespace={namespace}")
+    for machine in machines:
+        name = machine["metadata"]["name"]
+        for node in (await kube.list(NODE, label_selector=f"{c.LABEL_AKS_AGENTPOOL}={name}"))[0]:
+            await _force_delete(kube, NODE, node["metadata"]["name"])
+        await _force_delete(kube, MACHINE, name)
+
+
+async def _force_delete(kube: KubeClient, kind: Any, name: str) -> None:
+    try:
+        await kube.patch(kind, name, {"metadata": {"finalizers": None}})
+        await kube.delete(kind, name)
+    except ApiError as error:
+        if not error.not_found:
+            raise
+
+
+async def warning_events(kube: KubeClient, name: str) -> list[dict[str, Any]]:
+    events, _ = await kube.list(EVENT, "default", field_selector=f"involvedObject.name={name}")
+    return [e for e in events if e.get("type") == "Warning"]
+
+
+async def test_a_machine_becomes_a_ready_node_and_leaves_with_its_agent_pool(rig: Rig) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    name = unique_name()
+    async with rig.operator():
+        await rig.create_machine(name)
+        machine = await wait_for(kube, MACHINE, name, has_condition("Ready", "True"), what="Machine Ready")
+        assert machine is not None
+        status = machine["status"]
+        for step in (c.COND_MACHINE_LAUNCHED, c.COND_MACHINE_REGISTERED, c.COND_MACHINE_INITIALIZED):
+            assert condition(machine, step)["status"] == "True"
+        assert c.MACHINE_FINALIZER in machine["metadata"]["finalizers"]
+        node_name = status["nodeName"]
+        assert node_name.startswith(f"aks-{name}-") and node_name.endswith("-vmss000000")
+        assert status["providerID"].startswith(
+            f"azure:///subscriptions/{simulator.config.subscription_id}/resourceGroups/mc_kaito-rg_kaito-cluster_eastus/"
+            f"providers/Microsoft.Compute/virtualMachineScaleSets/aks-{name}-"
+        )
+        assert status["capacity"]["nvidia.com/gpu"] == "2"  # Standard_NC12s_v3 has two V100s
+        assert status["allocatable"]["nvidia.com/gpu"] == "2"
+
+        node = await kube.get(NODE, node_name)
+        assert c.MACHINE_FINALIZER in node["metadata"]["finalizers"]
+        owner = node["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"], owner["uid"]) == ("Machine", name, machine["metadata"]["uid"])
+        assert node["metadata"]["labels"]["karpenter.sh/registered"] == "true"
+        assert node["metadata"]["labels"]["kaito.sh/workspace"] == "workspace-falcon-7b"
+        assert {"key": "sku", "value": "gpu", "effect": "NoSchedule"} in node["spec"]["taints"]
+
+        (put,) = simulator.requests_for("PUT", name)
+        assert put.body["properties"]["vmSize"] == "Standard_NC12s_v3"
+        assert put.body["properties"]["osDiskSizeGB"] == 120
+        assert put.body["properties"]["nodeLabels"]["kaito.sh/machine-type"] == "gpu"
+        assert simulator.requests_for("TOKEN")[0].body["client_assertion"] == simulator.config.federated_token
+
+        await kube.delete(MACHINE, name)
+        await wait_for(kube, MACHINE, name, gone, what="Machine gone")
+        await wait_for(kube, NODE, node_name, gone, what="node gone")
+        assert name not in simulator.cluster.pools
+        assert [r.status for r in simulator.requests_for("DELETE", name)] == [202]
+
+
+async def test_quota_exceeded_is_reported_once_and_not_retried_until_the_machine_changes(rig: Rig) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    name = unique_name()
+    simulator.add_fault(Fault.quota_exceeded(times=FOREVER))
+    async with rig.operator():
+        await rig.create_machine(name)
+        machine = await wait_for(kube, MACHINE, name, has_condition("Ready", "False", "LaunchFailed"))
+        launched = condition(machine, c.COND_MACHINE_LAUNCHED)
+        assert launched["status"] == "False" and launched["reason"] == "LaunchFailed"
+        assert launched["message"].startswith(f"QuotaExceeded: creating agent pool {name} failed: QuotaExceeded:")
+        assert "exceeding approved standardNCADSA100v4Family Cores quota" in launched["message"]
+        assert condition(machine, "Ready")["message"] == launched["message"]
+
+        async def warned() -> list[str] | None:
+            reasons = [e["reason"] for e in await warning_events(kube, name)]
+            return reasons or None
+
+        assert await eventually(warned, what="a Warning Event") == ["QuotaExceeded"]
+
+        # An unrelated change wakes the controller; the same request is not sent again.
+        await kube.patch(MACHINE, name, {"metadata": {"annotations": {"touched": "yes"}}})
+        await asyncio.sleep(2)  # an observation window in which a retry storm would show
+        assert len(simulator.requests_for("PUT", name)) == 1
+
+        # A change to what is asked for is a new request: quota raised, the Machine provisions.
+        simulator.clear_faults()
+        await kube.patch(MACHINE, name, {"spec": {"resources": {"requests": {"storage": "130Gi"}}}})
+        await wait_for(kube, MACHINE, name, has_condition("Ready", "True"), what="Machine Ready after the change")
+        assert [r.status for r in simulator.requests_for("PUT", name)] == [400, 201]
+        assert simulator.requests_for("PUT", name)[-1].body["properties"]["osDiskSizeGB"] == 130
+
+
+async def test_an_allocation_failure_in_the_operation_is_a_permanent_launch_failure(rig: Rig) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    name = unique_name()
+    simulator.add_fault(Fault.allocation_failed())
+    async with rig.operator():
+        await rig.create_machine(name)
+        machine = await wait_for(kube, MACHINE, name, has_condition(c.COND_MACHINE_LAUNCHED, "False"))
+        assert condition(machine, c.COND_MACHINE_LAUNCHED)["message"].startswith("InsufficientCapacity: ")
+        assert "AllocationFailed" in condition(machine, "Ready")["message"]
+        assert len(simulator.requests_for("PUT", name)) == 1
+
+
+async def test_a_machine_name_that_cannot_be_a_pool_fails_without_calling_azure(rig: Rig) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    name = f"ws-{uuid.uuid4().hex[:6]}"
+    async with rig.operator():
+        await rig.create_machine(name)
+        machine = await wait_for(kube, MACHINE, name, has_condition(c.COND_MACHINE_LAUNCHED, "False", "LaunchFailed"))
+        assert "cannot be an AKS agent pool name" in condition(machine, "Ready")["message"]
+        await kube.delete(MACHINE, name)
+        await wait_for(kube, MACHINE, name, gone, what="the Machine to be released")
+    assert not simulator.requests_for("PUT", name) and not simulator.requests_for("DELETE", name)
+
+
+async def test_throttling_and_a_server_error_are_retried_honouring_retry_after(rig: Rig) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    name = unique_name()
+    simulator.add_fault(Fault.throttle("PUT", retry_after=1))
+    simulator.add_fault(Fault.server_error("PUT"))
+    async with rig.operator():
+        await rig.create_machine(name)
+        await wait_for(kube, MACHINE, name, has_condition("Ready", "True"), what="Machine Ready")
+    puts = simulator.requests_for("PUT", name)
+    assert [r.status for r in puts] == [429, 500, 201]
+    assert puts[1].time - puts[0].time >= 1.0, "the retry waited for Retry-After"
+
+
+async def test_a_restarted_operator_resumes_the_create_instead_of_sending_another(rig: Rig) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    name = unique_name()
+    simulator.config.provisioning_delay_s = 4
+    settings = fast_provisioner(rig.selector)
+    async with rig.operator(settings):
+        await rig.create_machine(name)
+        machine = await wait_for(
+            kube,
+            MACHINE,
+            name,
+            lambda m: ANNOTATION_OPERATION in ((m or {}).get("metadata") or {}).get("annotations", {}),
+        )
+        assert machine is not None
+        assert json.loads(machine["metadata"]["annotations"][ANNOTATION_OPERATION])["kind"] == "create"
+    assert not simulator.cluster.operations[simulator.cluster.pools[name].operation_id or ""].finished
+    async with rig.operator(settings):
+        machine = await wait_for(kube, MACHINE, name, has_condition("Ready", "True"), what="Machine Ready")
+    assert len(simulator.requests_for("PUT", name)) == 1
+    assert ANNOTATION_OPERATION not in machine["metadata"].get("annotations", {})  # type: ignore[index]
+
+
+async def test_a_vanished_node_makes_the_machine_not_ready(rig: Rig) -> None:
+    kube = rig.kube
+    name = unique_name()
+    async with rig.operator():
+        await rig.create_machine(name)
+        machine = await wait_for(kube, MACHINE, name, has_condition("Ready", "True"))
+        assert machine is not None
+        await _force_delete(kube, NODE, machine["status"]["nodeName"])
+        machine = await wait_for(kube, MACHINE, name, has_condition("Ready", "False", "NodeNotFound"))
+        assert machine["status"]["nodeName"] in condition(machine, "Ready")["message"]  # type: ignore[index]
+
+
+async def test_the_garbage_collector_deletes_our_pools_that_have_no_machine(rig: Rig) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    orphan, foreign = unique_name(), unique_name()
+    body = {"properties": {"vmSize": "Standard_NC6s_v3", "nodeLabels": {"kaito.sh/workspacenamespace": rig.namespace}}}
+    simulator.cluster.put(
+        orphan,
+        {
+            "properties": {
+                **body["properties"],
+                "tags": {"kaito-py-cluster": "kaito-cluster", "kaito-py-machine": orphan},
+            }
+        },
+    )
+    simulator.cluster.put(foreign, body)  # a pool the user made: no tags of ours
+    settings = fast_provisioner(rig.selector, gc_interval_s=0.5, gc_grace_period_s=1)
+    async with rig.operator(settings):
+
+        async def orphan_gone() -> bool | None:
+            return True if orphan not in simulator.cluster.pools else None
+
+        await eventually(orphan_gone, timeout=30, what="the orphan pool to be collected")
+    assert foreign in simulator.cluster.pools
+    for node in (await kube.list(NODE, label_selector=f"{c.LABEL_AKS_AGENTPOOL}={foreign}"))[0]:
+        await _force_delete(kube, NODE, node["metadata"]["name"])
+
+
+async def test_a_wrong_client_id_is_a_clear_machine_condition(rig: Rig) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    name = unique_name()
+    wrong = "11111111-2222-3333-4444-555555555555"
+    async with rig.operator(AZURE_CLIENT_ID=wrong):
+        await rig.create_machine(name)
+        machine = await wait_for(kube, MACHINE, name, has_condition(c.COND_MACHINE_LAUNCHED, "False", "LaunchFailed"))
+        message = condition(machine, "Ready")["message"]
+        assert "Entra ID refused the workload identity" in message
+        assert "AADSTS700016" in message and wrong in message
+    assert not simulator.requests_for("PUT")
+
+
+async def test_missing_identity_configuration_is_reported_on_machines_not_by_crashing(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kube = rig.kube
+    for variable in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    name = unique_name()
+    azure = AzureSettings(subscription_id="s", resource_group="rg", cluster_name="c")
+    factory = ProvisionerFactory(azure=azure, settings=fast_provisioner(rig.selector))
+    async with running_operator(rig.api, [factory], closers=[factory.close]):
+        assert factory.provisioner is not None and factory.provisioner.problem is not None
+        await rig.create_machine(name)
+        machine = await wait_for(kube, MACHINE, name, has_condition(c.COND_MACHINE_LAUNCHED, "False"))
+        message = condition(machine, "Ready")["message"]
+        assert "missing environment variables: AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE" in message
+        assert "scripts/setup-identity.sh" in message
+
+
+def test_settings_used_here_keep_polling_fast() -> None:
+    assert fast_provisioner("a=b").poll_interval_s < ProvisionerSettings().poll_interval_s
