@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import aiohttp
 import pytest
 from workspace_testkit import (
     INSTANCE_TYPE,
     condition,
     delete_quietly,
+    delete_workspace_and_wait,
     example_workspace,
     gpu_node,
     is_true,
@@ -30,7 +32,7 @@ async def test_falcon_7b_example_becomes_ready_on_existing_aks_gpu_nodes(kube_ap
     node_name = f"aks-gpu-{apps}"
     await client.create(NODE, gpu_node(node_name, labels={"apps": apps}))
     try:
-        async with running_operator(kube_api):
+        async with running_operator(kube_api) as operator:
             workspace = example_workspace(
                 "kaito_workspace_falcon_7b.yaml", name="workspace-falcon-7b", namespace=namespace, labels={"apps": apps}
             )
@@ -72,5 +74,39 @@ async def test_falcon_7b_example_becomes_ready_on_existing_aks_gpu_nodes(kube_ap
             machines, _ = await client.list(MACHINE, label_selector=f"{c.LABEL_WORKSPACE_NAMESPACE}={namespace}")
             assert machines == [], "existing nodes sufficed; nothing was provisioned"
             assert INSTANCE_TYPE in str(deployment["spec"]["template"]["spec"]["affinity"])
+
+            # The process's endpoints.
+            async with aiohttp.ClientSession() as http:
+                base = f"http://127.0.0.1:{operator.health_port}"
+                async with http.get(f"{base}/readyz") as response:
+                    assert response.status == 200
+                async with http.get(f"{base}/healthz") as response:
+                    assert response.status == 200
+                async with http.get(f"http://127.0.0.1:{operator.metrics_port}/metrics") as response:
+                    text = await response.text()
+                for name in (
+                    "kaito_api_requests_total",
+                    "kaito_reconcile_total",
+                    "kaito_reconcile_duration_seconds_bucket",
+                    "kaito_reconcile_errors_total",
+                    "kaito_workqueue_depth",
+                ):
+                    assert f"\n{name}" in text or f"# TYPE {name.removesuffix('_bucket')}" in text, name
+            by_verb = operator.metrics.api_requests_by_verb()
+            assert by_verb["apply"] >= 2 and by_verb["list"] >= 5 and by_verb["watch"] >= 5, by_verb
+
+            # Someone deletes the Service: it is put back.
+            old_uid = service["metadata"]["uid"]
+            await client.delete(SERVICE, "workspace-falcon-7b", namespace)
+            await wait_for(
+                client,
+                SERVICE,
+                "workspace-falcon-7b",
+                namespace,
+                lambda obj: obj is not None and obj["metadata"]["uid"] != old_uid,
+                timeout=30,
+                what="the Service to be recreated",
+            )
+            await delete_workspace_and_wait(client, "workspace-falcon-7b", namespace)
     finally:
         await delete_quietly(client, NODE, node_name)

@@ -1,0 +1,69 @@
+"""A preset that cannot fit its instance type: ResourceReady False with the fit message, no Machines."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from workspace_testkit import (
+    condition,
+    delete_workspace_and_wait,
+    machines_of,
+    plain_client,
+    preset_workspace,
+    running_operator,
+    wait_for,
+    wait_for_item,
+)
+
+from kaito_operator.api import constants as c
+from kaito_operator.runtime import EVENT, WORKSPACE
+
+pytestmark = [pytest.mark.controlplane, pytest.mark.full]
+
+
+async def test_a_preset_that_does_not_fit_reports_why_and_creates_nothing(kube_api: Any, namespace: str) -> None:
+    client = plain_client(kube_api)
+    workspace = preset_workspace(
+        name="too-small",
+        namespace=namespace,
+        labels={"apps": f"big-{uuid.uuid4().hex[:6]}"},
+        preset="falcon-40b",
+        instance_type="Standard_NC6s_v3",
+    )
+    async with running_operator(kube_api) as operator:
+        await client.create(WORKSPACE, workspace)
+        failed = await wait_for(
+            client,
+            WORKSPACE,
+            "too-small",
+            namespace,
+            lambda obj: condition(obj, c.COND_RESOURCE_READY).get("status") == "False",
+            what="ResourceReady=False",
+        )
+        resource = condition(failed, c.COND_RESOURCE_READY)
+        assert resource["reason"] == "workspaceResourceStatusFailed"
+        assert resource["message"].startswith(
+            "Insufficient number of GPUs: Instance type Standard_NC6s_v3 provides 1, "
+            "but preset falcon-40b requires at least 2"
+        )
+        assert "Insufficient total GPU memory" in resource["message"]
+        assert condition(failed, c.COND_WORKSPACE_READY)["status"] == "False"
+        await wait_for_item(
+            client,
+            EVENT,
+            namespace,
+            lambda e: e["type"] == "Warning" and e["reason"] == "workspaceResourceStatusFailed",
+            field_selector="involvedObject.name=too-small",
+        )
+        assert await machines_of(client, namespace) == []
+        errors = operator.metrics.registry.get_sample_value(
+            "kaito_reconcile_errors_total", {"controller": "workspace", "kind": "permanent"}
+        )
+        assert errors is not None and errors >= 1
+        retries = operator.metrics.registry.get_sample_value(
+            "kaito_workqueue_retries_total", {"controller": "workspace"}
+        )
+        assert not retries, "a permanent problem is not retried"
+        await delete_workspace_and_wait(client, "too-small", namespace)
