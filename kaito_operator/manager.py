@@ -19,7 +19,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,9 +52,16 @@ class OperatorContext:
     metrics: RuntimeMetrics
     clock: Clock
 
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
     def recorder(self, component: str) -> EventRecorder:
         """An Event recorder reporting as ``component`` (e.g. "kaito-workspace-controller")."""
         return EventRecorder(self.client, self.clock, component=component)
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run ``closer`` when the operator is closed, after the manager stopped (e.g. close a
+        cloud SDK client a controller factory opened). Closers run in reverse order."""
+        self.closers.append(closer)
 
 
 ControllerFactory = Callable[[OperatorContext], Controller]
@@ -137,6 +144,13 @@ class Operator:
             self._runners.clear()
 
     async def aclose(self) -> None:
+        """Run the factories' closers (newest first), then close the API client if we made it."""
+        for closer in reversed(self.context.closers):
+            try:
+                await closer()
+            except Exception:
+                log.exception("closing %s failed", getattr(closer, "__qualname__", closer))
+        self.context.closers.clear()
         if self.owns_api_client:
             await self.api_client.close()
 

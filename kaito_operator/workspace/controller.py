@@ -65,6 +65,10 @@ log = logging.getLogger(__name__)
 CONTROLLER_NAME: Final = "workspace"
 MACHINES_BY_WORKSPACE: Final = "workspace"
 CHILD_SELECTOR: Final = c.LABEL_WORKSPACE  # "has the label": only the children we made
+PHASE_CONDITIONS: Final = frozenset(
+    {c.COND_RESOURCE_READY, c.COND_INFERENCE_READY, c.COND_WORKSPACE_READY, c.COND_WORKSPACE_DELETING}
+)
+"""Conditions whose change to True (Normal) or False (Warning) is announced as an Event."""
 
 
 def _machine_index(machine: dict[str, Any]) -> list[str]:
@@ -358,6 +362,8 @@ class WorkspaceReconciler:
         )
         self._workspaces.write_through(updated)
         for condition in transitions(current.get("conditions") or [], conditions):
+            if condition["type"] not in PHASE_CONDITIONS or condition["status"] == "Unknown":
+                continue  # MachineReady moves with ResourceReady; "still working" is not a phase
             message = f"{condition['type']} is {condition['status']}: {condition['message']}"
             if condition["status"] == "False":
                 await self._recorder.warning(updated, condition["reason"], message)
