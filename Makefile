@@ -1,4 +1,5 @@
-# Two entry points: `make sandbox` (a local control plane with the CRDs and an example Workspace)
+# Two entry points: `make sandbox` (a local control plane, the AKS simulator and the operator, with the
+# falcon-7b Workspace provisioned through them)
 # and `make test` (lint, types, tests). Both bootstrap what they need: a virtualenv with the project
 # installed (redone when pyproject.toml changes) and the control-plane binaries, built once from Go
 # modules into ~/.cache/kaito-py/bin/ and reused afterwards.
@@ -44,11 +45,12 @@ crds: venv
 
 sandbox: venv binaries
 	@$(BIN)/kaito sandbox down --state-dir $(STATE_DIR) >/dev/null 2>&1 || true
-	$(BIN)/kaito sandbox up --profile full --state-dir $(STATE_DIR) --exit-when-ready \
-		--apply examples/kaito_workspace_falcon_7b.yaml
+	$(BIN)/kaito sandbox up --profile full --aks --operator --state-dir $(STATE_DIR) --exit-when-ready \
+		--apply examples/kaito_workspace_falcon_7b.yaml --wait-ready 300
 	@KUBECONFIG=$(STATE_DIR)/kubeconfig $(BIN)/python -m sandbox.show_workspaces
 	@echo
-	@echo "The control plane keeps running. Use it with:"
+	@echo "The control plane, the AKS simulator and the operator keep running (logs: $(STATE_DIR)/logs/)."
+	@echo "Use them with:"
 	@echo "  export KUBECONFIG=$(abspath $(STATE_DIR))/kubeconfig"
 	@echo "Stop it with: make sandbox-down"
 

@@ -51,6 +51,18 @@ def register(sub: Any, lazy: Lazy) -> None:
         help='a fault to inject, e.g. \'{"target": "PUT", "status": 429, "code": "TooManyRequests", '
         '"retry_after": 1}\' (repeatable; see docs/aks-simulator.md)',
     )
+    up.add_argument(
+        "--operator",
+        action="store_true",
+        help="also run the operator (`kaito run`) against it, provisioning through the simulator (needs --aks)",
+    )
+    up.add_argument(
+        "--wait-ready",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after --apply, wait up to this long for every applied Workspace to be WorkspaceReady",
+    )
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness (default 180)")
     up.set_defaults(func=lazy("sandbox.commands", "up"))
 

@@ -5,34 +5,106 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shlex
 import signal
 import ssl
 import sys
 import threading
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
+from kubernetes_asyncio import client
+
+from kaito_operator.api import constants as c
 from kaito_operator.api.crds import all_crds
 from sandbox.binaries import BinaryError, ensure_binaries
 from sandbox.controlplane import ControlPlane, ControlPlaneError, Profile, default_state_dir, stop_from_state
-from sandbox.kube import api_client_from_kubeconfig, apply_objects, install_crds, load_manifests
+from sandbox.kube import REQUEST_TIMEOUT, api_client_from_kubeconfig, apply_objects, install_crds, load_manifests
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
     return Path(args.state_dir).resolve() if args.state_dir else default_state_dir()
 
 
-async def _install(plane: ControlPlane, manifests: list[Path]) -> None:
+async def _install_crds(plane: ControlPlane) -> None:
     async with await api_client_from_kubeconfig(plane.kubeconfig) as api:
         await install_crds(api, all_crds().values())
+
+
+async def _apply(plane: ControlPlane, manifests: list[Path], wait_ready: float) -> None:
+    """Apply the manifests; with ``wait_ready`` > 0, wait until every applied Workspace is ready."""
+    workspaces = []
+    async with await api_client_from_kubeconfig(plane.kubeconfig) as api:
         for manifest in manifests:
             for obj in await apply_objects(api, load_manifests(manifest)):
                 meta = obj["metadata"]
                 where = f" in {meta['namespace']}" if meta.get("namespace") else ""
                 print(f"applied {obj['kind']} {meta['name']}{where}", file=sys.stderr)
+                if obj["kind"] == c.WORKSPACE_KIND:
+                    workspaces.append((meta["namespace"], meta["name"]))
+        if wait_ready > 0 and workspaces:
+            await _wait_workspaces_ready(api, workspaces, wait_ready)
+
+
+async def _wait_workspaces_ready(api: Any, workspaces: list[tuple[str, str]], timeout: float) -> None:
+    objects = client.CustomObjectsApi(api)
+    deadline = time.monotonic() + timeout
+    pending = set(workspaces)
+    print(f"waiting up to {timeout:.0f}s for {len(pending)} Workspace(s) to be ready", file=sys.stderr)
+    while pending:
+        for namespace, name in sorted(pending):
+            obj = await objects.get_namespaced_custom_object(
+                c.KAITO_GROUP, c.KAITO_VERSION, namespace, c.WORKSPACE_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            )
+            conditions = {cond["type"]: cond for cond in obj.get("status", {}).get("conditions", []) or []}
+            ready = conditions.get(c.COND_WORKSPACE_READY, {})
+            if ready.get("status") == "True":
+                pending.discard((namespace, name))
+                print(f"Workspace {name} is ready", file=sys.stderr)
+        if pending and time.monotonic() > deadline:
+            raise TimeoutError(f"Workspaces not ready after {timeout:.0f}s: {', '.join(n for _, n in sorted(pending))}")
+        if pending:
+            await asyncio.sleep(1.0)  # poll interval while waiting on a condition with a deadline
+
+
+def _start_operator(plane: ControlPlane, env_file: Path) -> None:
+    """Run `kaito run` beside the control plane with the simulator's settings from operator.env."""
+    from sandbox.controlplane import free_port
+
+    health_port = free_port()
+    environment = {**os.environ, **_read_env_file(env_file)}
+    environment |= {
+        "KAITO_HEALTH_PORT": str(health_port),
+        "KAITO_METRICS_PORT": str(free_port()),
+        "KAITO_BIND_ADDRESS": "127.0.0.1",
+    }
+    probe = _http_ok(f"http://127.0.0.1:{health_port}/readyz")
+    plane.add_process("operator", [sys.executable, "-m", "kaito_operator.cli", "run"], probe, env=environment)
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        key, _, raw = line.partition("=")
+        if key:
+            values[key] = shlex.split(raw)[0] if raw else ""
+    return values
+
+
+def _http_ok(url: str) -> Callable[[], bool]:
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    return probe
 
 
 OPERATOR_ENV = "operator.env"
@@ -105,6 +177,9 @@ def up(args: argparse.Namespace) -> int:
         if not manifest.is_file():
             print(f"error: --apply {manifest}: no such file", file=sys.stderr)
             return 2
+    if args.operator and not args.aks:
+        print("error: --operator needs --aks (the operator provisions nodes through the simulator)", file=sys.stderr)
+        return 2
     if args.aks and args.profile != "full":
         print("error: --aks needs --profile full (nodes of new agent pools need kwok)", file=sys.stderr)
         return 2
@@ -125,11 +200,16 @@ def up(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         plane.start(timeout=args.timeout)
-        asyncio.run(_install(plane, manifests))
+        asyncio.run(_install_crds(plane))
         if args.aks:
             env_file = _start_simulator(plane, args.aks_provisioning_delay, faults)
             print(f"AKS simulator is ready; operator settings in {env_file}", file=sys.stderr)
-            print(f"run the operator with: set -a; . {env_file}; set +a; kaito run", file=sys.stderr)
+            if args.operator:
+                _start_operator(plane, env_file)
+                print(f"operator is running; its log is {plane.log_dir / 'operator.log'}", file=sys.stderr)
+            else:
+                print(f"run the operator with: set -a; . {env_file}; set +a; kaito run", file=sys.stderr)
+        asyncio.run(_apply(plane, manifests, args.wait_ready))
     except (ControlPlaneError, BinaryError, ValueError, TimeoutError, OSError) as error:
         plane.stop()
         print(f"error: {error}", file=sys.stderr)

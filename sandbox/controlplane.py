@@ -154,10 +154,17 @@ class ControlPlane:
         self._write_state()
         return self
 
-    def add_process(self, name: str, argv: list[str], ready: Callable[[], bool], timeout: float = 60.0) -> None:
-        """Run one more process as part of this control plane (e.g. the AKS simulator): it is stopped
-        with the rest and recorded in ``state.json``. ``ready`` is polled until it returns True."""
-        self._spawn(name, argv)
+    def add_process(
+        self,
+        name: str,
+        argv: list[str],
+        ready: Callable[[], bool],
+        timeout: float = 60.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Run one more process as part of this control plane (the AKS simulator, the operator): it
+        is stopped with the rest and recorded in ``state.json``. ``ready`` is polled until True."""
+        self._spawn(name, argv, env)
         try:
             self._await(name, time.monotonic() + timeout, ready)
         except BaseException:
@@ -181,11 +188,12 @@ class ControlPlane:
 
     # --- processes ------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = self.log_dir / f"{name}.log"
         with open(log, "wb") as handle:
             process = subprocess.Popen(
                 argv,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
