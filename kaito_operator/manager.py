@@ -221,7 +221,11 @@ async def serve(settings: Settings, controllers: Sequence[ControllerFactory]) ->
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    operator = await build_operator(settings, controllers=controllers)
+    try:
+        operator = await build_operator(settings, controllers=controllers)
+    except (k8s_config.ConfigException, OSError) as error:
+        log.error("cannot reach the cluster: %s (set KUBECONFIG, or run in a pod)", error)
+        return 2
     try:
         log.info(
             "kaito operator starting",

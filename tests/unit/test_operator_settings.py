@@ -1,0 +1,53 @@
+"""Settings come from KAITO_* variables (and KUBECONFIG); `kaito run` flags override them."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from kaito_operator.presets.catalog import DEFAULT_REGISTRY
+from kaito_operator.run_cli import register
+from kaito_operator.settings import Settings
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAITO_METRICS_PORT", "KAITO_HEALTH_PORT", "KAITO_CONCURRENCY", "KAITO_IMAGE_REGISTRY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert (settings.metrics_port, settings.health_port, settings.concurrency) == (8080, 8081, 5)
+    assert settings.image_registry == DEFAULT_REGISTRY
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "KAITO_METRICS_PORT": "9090",
+        "KAITO_HEALTH_PORT": "9091",
+        "KAITO_CONCURRENCY": "12",
+        "KAITO_QPS": "20",
+        "KAITO_BURST": "40",
+        "KAITO_IMAGE_REGISTRY": "myacr.azurecr.io/kaito",
+        "KAITO_LOG_LEVEL": "DEBUG",
+        "KUBECONFIG": "/tmp/kc",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.metrics_port == 9090 and settings.health_port == 9091
+    assert (settings.concurrency, settings.qps, settings.burst) == (12, 20.0, 40)
+    assert settings.image_registry == "myacr.azurecr.io/kaito"
+    assert settings.log_level == "DEBUG"
+    assert settings.kubeconfig == "/tmp/kc"
+
+
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAITO_CONCURRENCY", "0")
+    with pytest.raises(ValueError, match="concurrency"):
+        Settings()
+
+
+def test_run_flags() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    register(sub, lambda module, function: lambda args: 0)
+    args = parser.parse_args(["run", "--metrics-port", "0", "--concurrency", "3", "--kubeconfig", "/k"])
+    assert (args.metrics_port, args.concurrency, args.kubeconfig, args.health_port) == (0, 3, "/k", None)
