@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -87,6 +87,9 @@ class Store:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __iter__(self) -> Iterator[ObjectKey]:
+        return iter(list(self._items))
+
     # --- writes (the informer's) -------------------------------------------------------------------
     def add_indexer(self, name: str, function: IndexFunc) -> None:
         if name in self._indexers:
@@ -115,9 +118,7 @@ class Store:
         return old
 
     # Defined last: inside the class body the name ``list`` means this method.
-    def list(
-        self, namespace: str | None = None, labels: Mapping[str, str] | None = None
-    ) -> list[dict[str, Any]]:
+    def list(self, namespace: str | None = None, labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         return [
             obj
             for key, obj in self._items.items()
@@ -274,7 +275,7 @@ class Informer:
 
     def _replace(self, items: list[dict[str, Any]]) -> None:
         fresh = {key_of(obj): obj for obj in items}
-        for key in self.store.keys():  # noqa: SIM118 (a Store, not a dict)
+        for key in self.store:
             if key not in fresh:
                 old = self.store.remove(key)
                 if old is not None:
