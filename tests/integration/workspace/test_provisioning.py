@@ -6,6 +6,9 @@ Machines into kwok GPU nodes and marks them Ready, or reports a launch failure.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import time
 import uuid
 from typing import Any
@@ -123,11 +126,28 @@ async def test_a_machine_failure_reaches_resource_ready_within_seconds(kube_api:
         await delete_workspace_and_wait(client, "quota", namespace)
 
 
-async def test_a_restarted_operator_finds_its_machines_and_finishes(kube_api: Any, namespace: str) -> None:
+async def test_a_killed_operator_process_is_replaced_without_a_second_set_of_machines(
+    kube_api: Any, namespace: str, control_plane: Any
+) -> None:
     client = plain_client(kube_api)
     labels = _labels()
-    stalled = StandInProvisioner(namespace, hold_until=99)  # never makes a Machine Ready
-    async with running_operator(kube_api, extra_controllers=[stalled.factory]):
+    # Phase 1: `kaito run` as a real process, killed (SIGKILL: no clean-up at all) mid-way, after it
+    # created the Machines and before any of them is Ready (no provisioner is running).
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kaito_operator.cli",
+        "run",
+        env={
+            **os.environ,
+            "KUBECONFIG": str(control_plane.kubeconfig),
+            "KAITO_HEALTH_PORT": "0",
+            "KAITO_METRICS_PORT": "0",
+            "KAITO_BIND_ADDRESS": "127.0.0.1",
+        },
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
         await client.create(WORKSPACE, preset_workspace(name="restart", namespace=namespace, labels=labels, count=2))
         await wait_for(
             client,
@@ -139,7 +159,10 @@ async def test_a_restarted_operator_finds_its_machines_and_finishes(kube_api: An
         )
         first = sorted(m["metadata"]["name"] for m in await machines_of(client, namespace))
         assert len(first) == 2
-    # The operator is gone mid-way; a new one (fresh caches, fresh memory) takes over.
+    finally:
+        process.kill()
+        await process.wait()
+    # Phase 2: a new operator (fresh caches, fresh memory) takes over and finishes.
     provisioner = StandInProvisioner(namespace, hold_until=2)
     try:
         async with running_operator(kube_api, extra_controllers=[provisioner.factory]):
