@@ -79,9 +79,7 @@ class Controller:
         self._idle.set()
 
     # --- wiring ------------------------------------------------------------------------------------
-    def watch(
-        self, informer: Informer, mapper: Mapper = map_to_self, predicate: Predicate | None = None
-    ) -> None:
+    def watch(self, informer: Informer, mapper: Mapper = map_to_self, predicate: Predicate | None = None) -> None:
         """Enqueue the keys ``mapper`` derives from each event of ``informer`` passing ``predicate``."""
 
         def on_event(event: WatchEvent) -> None:
@@ -159,9 +157,7 @@ class Controller:
             self._metrics.reconcile_errors.labels(self.name, "unexpected").inc()
             self._metrics.queue_retries.labels(self.name).inc()
             delay = self.queue.add_rate_limited(key)
-            log.exception(
-                "%s %s: reconcile failed; retrying in %.2fs", self.name, key, delay, extra={"key": str(key)}
-            )
+            log.exception("%s %s: reconcile failed; retrying in %.2fs", self.name, key, delay, extra={"key": str(key)})
         else:
             self.queue.forget(key)
             if result.requeue_after is not None:

@@ -27,9 +27,7 @@ class ResourceKind:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    def path(
-        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
-    ) -> str:
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
         """The REST path. ``namespace=None`` on a namespaced kind means "all namespaces"."""
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
         if self.namespaced and namespace:
@@ -70,9 +68,7 @@ STATEFULSET: Final = ResourceKind("apps", "v1", "StatefulSet", "statefulsets", n
 LEASE: Final = ResourceKind("coordination.k8s.io", "v1", "Lease", "leases", namespaced=True)
 
 # --- The project's custom kinds (the contract between the two controllers) ---------------------
-WORKSPACE: Final = ResourceKind(
-    c.KAITO_GROUP, c.KAITO_VERSION, c.WORKSPACE_KIND, c.WORKSPACE_PLURAL, namespaced=True
-)
+WORKSPACE: Final = ResourceKind(c.KAITO_GROUP, c.KAITO_VERSION, c.WORKSPACE_KIND, c.WORKSPACE_PLURAL, namespaced=True)
 MACHINE: Final = ResourceKind(
     c.KARPENTER_GROUP, c.KARPENTER_VERSION, c.MACHINE_KIND, c.MACHINE_PLURAL, namespaced=False
 )

@@ -33,11 +33,7 @@ def map_to_owner(owner_kind: ResourceKind) -> Mapper:
     def mapper(event: WatchEvent) -> Iterable[ObjectKey]:
         meta = event.obj.get("metadata") or {}
         for ref in meta.get("ownerReferences") or []:
-            if (
-                ref.get("controller")
-                and ref.get("kind") == owner_kind.kind
-                and _group(ref) == owner_kind.group
-            ):
+            if ref.get("controller") and ref.get("kind") == owner_kind.kind and _group(ref) == owner_kind.group:
                 namespace = (meta.get("namespace") or "") if owner_kind.namespaced else ""
                 return [ObjectKey(namespace, ref["name"])]
         return []

@@ -24,9 +24,7 @@ class TaskGuard:
         self._on_crash = on_crash
         self._closing = False
 
-    def spawn(
-        self, coro: Coroutine[Any, Any, Any], name: str, *, long_lived: bool = True
-    ) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str, *, long_lived: bool = True) -> asyncio.Task[Any]:
         """Start ``coro`` as a task named ``name``; its failure is logged, never swallowed."""
         task = asyncio.get_running_loop().create_task(coro, name=f"{self._name}:{name}")
         self._tasks.add(task)
