@@ -47,6 +47,7 @@ from kaito_operator.runtime import (
     Informer,
     KubeClient,
     ObjectKey,
+    ResourceKind,
     Result,
     TransientError,
     WatchEvent,
@@ -494,7 +495,7 @@ class MachineReconciler:
             operations.append({"op": "add", "path": "/metadata/finalizers", "value": [c.MACHINE_FINALIZER]})
         else:
             operations.append({"op": "add", "path": "/metadata/finalizers/-", "value": c.MACHINE_FINALIZER})
-        updated = await self._client.patch(MACHINE, str(meta.get("name")), operations, patch_type="json")
+        updated = await json_patch(self._client, MACHINE, str(meta.get("name")), operations)
         self._machines.write_through(updated)
         return updated
 
@@ -518,7 +519,8 @@ class MachineReconciler:
                 raise draft.retry
             return Result(min(draft.requeue)) if draft.requeue else Result(self._settings.poll_interval_s)
         index = finalizers.index(c.MACHINE_FINALIZER)
-        await self._client.patch(
+        await json_patch(
+            self._client,
             MACHINE,
             draft.name,
             [
@@ -526,11 +528,17 @@ class MachineReconciler:
                 {"op": "test", "path": f"/metadata/finalizers/{index}", "value": c.MACHINE_FINALIZER},
                 {"op": "remove", "path": f"/metadata/finalizers/{index}"},
             ],
-            patch_type="json",
         )
         self._forget(draft.uid)
         LOG.info("machine %s: agent pool deleted; finalizer removed", draft.name, extra={"key": draft.name})
         return Result()
+
+    def _may_have_created(self, draft: _Draft) -> bool:
+        """Whether Azure may hold a pool for this Machine: it launched, or a create of ours was
+        accepted (its operation is recorded on the Machine or in memory)."""
+        if cond.status_of(_conditions(draft.machine), c.COND_MACHINE_LAUNCHED) == "True":
+            return True
+        return self._remembered(draft, "create") is not None
 
     def _forget(self, uid: str) -> None:
         self._started.pop(uid, None)
@@ -569,6 +577,17 @@ class MachineReconciler:
                 draft.retry = TransientError(str(error), reason=error.reason, retry_after=delay)
             else:  # in progress (a create AKS will not cancel), refused identity, or worse: look again later
                 slow = isinstance(error, Unauthorized) or error.permanent
+                if slow and not self._may_have_created(draft):
+                    # Azure never accepted a create for this Machine, so there is no pool to wait
+                    # for; should that be wrong (a lost write before a restart), the garbage
+                    # collector removes the pool once Azure lets us in.
+                    LOG.warning(
+                        "machine %s: released without deleting an agent pool: none was ever created (%s)",
+                        draft.name,
+                        error,
+                        extra={"key": draft.name},
+                    )
+                    return True
                 delay = self._settings.auth_retry_interval_s if slow else self._poll_delay(error.retry_after)
                 self._hold(draft, "delete", delay)
                 if slow:
@@ -580,6 +599,19 @@ class MachineReconciler:
             self._hold(draft, "delete", self._poll_delay(progress.retry_after))
             return False
         return True
+
+
+async def json_patch(
+    client: KubeClient, kind: ResourceKind, name: str, operations: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A JSON patch guarded by "test" operations; a failed test (our cached copy is stale) is a
+    conflict to retry once the watch brings the current object."""
+    try:
+        return await client.patch(kind, name, operations, patch_type="json")
+    except ApiError as error:
+        if error.status in (409, 422):
+            raise TransientError(f"{kind} {name} changed meanwhile: {error.api_message}", reason="Conflict") from error
+        raise
 
 
 async def delete_pool_nodes(client: KubeClient, nodes: Informer, pool: str) -> list[str]:
@@ -595,14 +627,14 @@ async def delete_pool_nodes(client: KubeClient, nodes: Informer, pool: str) -> l
             finalizers = list(meta.get("finalizers") or [])
             if c.MACHINE_FINALIZER in finalizers:
                 index = finalizers.index(c.MACHINE_FINALIZER)
-                await client.patch(
+                await json_patch(
+                    client,
                     NODE,
                     name,
                     [
                         {"op": "test", "path": f"/metadata/finalizers/{index}", "value": c.MACHINE_FINALIZER},
                         {"op": "remove", "path": f"/metadata/finalizers/{index}"},
                     ],
-                    patch_type="json",
                 )
         except ApiError as error:
             if not error.not_found:

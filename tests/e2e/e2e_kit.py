@@ -1,0 +1,148 @@
+"""The end-to-end rig: the full control plane, the AKS + Entra ID simulator registering real nodes
+(kwok keeps them Ready), and the operator (workspace controller + GPU provisioner) built by the
+composition root, either in the test's event loop or as a ``kaito run`` process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
+from gpu_provisioner.setup import ProvisionerFactory
+from gpu_provisioner.testing import condition, fast_provisioner, running_operator, wait_for
+from kaito_operator import manager as composition_root
+from kaito_operator.api import constants as c
+from kaito_operator.manager import DEFAULT_CONTROLLERS, Operator
+from kaito_operator.runtime import MACHINE, NODE, WORKSPACE, KubeClient
+from sandbox.aks_simulator import AksSimulator
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+OPERATOR_PROCESS = Path(__file__).resolve().parent / "e2e_operator_process.py"
+
+
+def falcon_7b(namespace: str, *, name: str = "workspace-falcon-7b", count: int | None = None) -> dict[str, Any]:
+    """The falcon-7b example, unchanged but for its namespace and a label space of its own (so it
+    can never match another test's nodes)."""
+    workspace: dict[str, Any] = yaml.safe_load((EXAMPLES / "kaito_workspace_falcon_7b.yaml").read_text())
+    workspace["metadata"]["name"] = name
+    workspace["metadata"]["namespace"] = namespace
+    workspace["resource"]["labelSelector"] = {"matchLabels": {"apps": f"falcon-7b-{uuid.uuid4().hex[:6]}"}}
+    if count is not None:
+        workspace["resource"]["count"] = count
+    return workspace
+
+
+def is_true(kind: str) -> Any:
+    return lambda obj: condition(obj, kind).get("status") == "True"
+
+
+@dataclass
+class EndToEnd:
+    api: Any
+    kube: KubeClient
+    simulator: AksSimulator
+    namespace: str
+    kubeconfig: Path
+    token_file: Path
+
+    @property
+    def selector(self) -> str:
+        return f"{c.LABEL_WORKSPACE_NAMESPACE}={self.namespace}"
+
+    def azure(self, **overrides: str) -> AzureSettings:
+        environment = self.simulator.operator_environment(self.simulator.write_federated_token(self.token_file))
+        return AzureSettings(**{**environment, **overrides})
+
+    @contextlib.asynccontextmanager
+    async def operator(
+        self, settings: ProvisionerSettings | None = None, **azure: str
+    ) -> AsyncIterator[tuple[Operator, ProvisionerFactory]]:
+        """Workspace controller + GPU provisioner in this event loop."""
+        factory = ProvisionerFactory(azure=self.azure(**azure), settings=settings or fast_provisioner(self.selector))
+        async with running_operator(self.api, [*DEFAULT_CONTROLLERS, factory], closers=[factory.close]) as operator:
+            yield operator, factory
+
+    async def machines(self) -> list[dict[str, Any]]:
+        machines, _ = await self.kube.list(MACHINE, label_selector=self.selector)
+        return machines
+
+    async def wait_workspace(self, name: str, predicate: Any, *, timeout: float = 90, what: str = "") -> Any:
+        return await wait_for(
+            self.kube, WORKSPACE, name, predicate, namespace=self.namespace, timeout=timeout, what=what
+        )
+
+    async def delete_workspace(self, name: str, *, timeout: float = 90) -> None:
+        await self.kube.delete(WORKSPACE, name, self.namespace)
+        await self.wait_workspace(name, lambda obj: obj is None, timeout=timeout, what=f"workspace {name} gone")
+
+    async def nodes_of_pool(self, pool: str) -> list[dict[str, Any]]:
+        nodes, _ = await self.kube.list(NODE, label_selector=f"{c.LABEL_AKS_AGENTPOOL}={pool}")
+        return nodes
+
+
+# --- the operator as a process -------------------------------------------------------------------------
+
+
+def kaito_run_wires_the_provisioner() -> bool:
+    """Whether ``kaito run`` (kaito_operator.manager.main) already adds the GPU provisioner."""
+    return "provisioner_controller_factory" in inspect.getsource(composition_root.main)
+
+
+class OperatorProcess:
+    """``kaito run`` in a subprocess (SIGKILL-able), configured through its environment only."""
+
+    def __init__(self, rig: EndToEnd, settings: dict[str, str], log: Path) -> None:
+        self._environment = {
+            **os.environ,
+            **rig.simulator.operator_environment(rig.simulator.write_federated_token(rig.token_file)),
+            "KUBECONFIG": str(rig.kubeconfig),
+            "KAITO_HEALTH_PORT": "0",
+            "KAITO_METRICS_PORT": "0",
+            "KAITO_BIND_ADDRESS": "127.0.0.1",
+            **settings,
+        }
+        self._log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = (
+            [sys.executable, "-m", "kaito_operator.cli", "run"]
+            if kaito_run_wires_the_provisioner()
+            else [sys.executable, str(OPERATOR_PROCESS)]
+        )
+        with self._log.open("ab") as log:
+            self.process = subprocess.Popen(command, env=self._environment, stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, exactly like a node failure or an OOM kill."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    async def stop(self) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        for _ in range(300):
+            if self.process.poll() is not None:
+                break
+            await asyncio.sleep(0.1)  # waiting for the process to drain and exit (bounded)
+        else:
+            self.process.kill()
+        return self.process.wait(timeout=10)
+
+    def log_text(self) -> str:
+        return self._log.read_text(errors="replace") if self._log.exists() else ""
