@@ -314,3 +314,23 @@ async def test_missing_identity_configuration_is_reported_on_machines_not_by_cra
 
 def test_settings_used_here_keep_polling_fast() -> None:
     assert fast_provisioner("a=b").poll_interval_s < ProvisionerSettings().poll_interval_s
+
+
+async def test_a_create_already_running_without_our_token_is_waited_for_not_repeated(rig: Rig) -> None:
+    """The pool exists and is Creating (a create whose token was lost with a crashed operator):
+    the controller finds it and waits, rather than sending a PUT that AKS would refuse (409)."""
+    kube, simulator = rig.kube, rig.simulator
+    name = unique_name()
+    simulator.config.provisioning_delay_s = 3
+    properties = {
+        "vmSize": "Standard_NC12s_v3",
+        "nodeLabels": {"kaito.sh/workspace": "workspace-falcon-7b", "kaito.sh/workspacenamespace": rig.namespace},
+        "tags": {"kaito-py-cluster": "kaito-cluster", "kaito-py-machine": name},
+    }
+    simulator.cluster.put(name, {"properties": properties})
+    await rig.create_machine(name)  # before the operator starts, as after a crash
+    async with rig.operator():
+        machine = await wait_for(kube, MACHINE, name, has_condition(c.COND_MACHINE_LAUNCHED, "Unknown", "Launching"))
+        assert "Creating" in condition(machine, c.COND_MACHINE_LAUNCHED)["message"]
+        await wait_for(kube, MACHINE, name, has_condition("Ready", "True"), what="Machine Ready")
+    assert not simulator.requests_for("PUT", name), "no PUT: the running create was awaited"

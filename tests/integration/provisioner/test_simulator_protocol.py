@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
 import ssl
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -249,3 +254,35 @@ def test_the_node_of_a_pool_looks_like_an_aks_node() -> None:
     assert node["status"]["capacity"]["nvidia.com/gpu"] == "1"
     assert node["status"]["allocatable"]["nvidia.com/gpu"] == "1"
     assert node["status"]["capacity"]["cpu"] == "24"
+
+
+async def test_the_simulator_runs_as_a_process_and_prints_what_an_operator_needs(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sandbox.aks_simulator",
+        "--port",
+        "0",
+        "--tls-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            info = json.loads(await process.stdout.readline())
+        environment = info["environment"]
+        assert environment["ARM_ENDPOINT"] == environment["AZURE_AUTHORITY_HOST"] == info["endpoint"]
+        token = await asyncio.to_thread(Path(environment["AZURE_FEDERATED_TOKEN_FILE"]).read_text)
+        assert token == SimulatorConfig().federated_token
+        context = ssl.create_default_context(cafile=info["ca"])
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http,
+            http.get(f"{info['endpoint']}/_admin/requests") as response,
+        ):
+            assert response.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await process.wait() == 0
