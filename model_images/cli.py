@@ -36,6 +36,8 @@ def register(sub: Any, lazy: Lazy) -> None:
     generate.add_argument("--stream", action="store_true", help="print tokens as they arrive")
     generate.add_argument("--chat", action="store_true", help="use /v1/chat/completions")
     generate.add_argument("--max-new-tokens", type=int, default=100)
+    generate.add_argument("--temperature", type=float, help="with --chat: 0 for greedy (default: the server's)")
+    generate.add_argument("--seed", type=int, help="with --chat: sampling seed")
     generate.add_argument("--url", help="call this endpoint directly, e.g. http://localhost:8080")
     generate.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     generate.add_argument("--context", help="kubeconfig context")

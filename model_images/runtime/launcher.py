@@ -104,7 +104,9 @@ def start_runtime(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
-    runtime = RuntimeProcess(url=f"http://{host}:{chosen_port}", process=process, log_path=log_path)
+    # A server on every interface is still called on loopback.
+    url_host = "127.0.0.1" if host == "0.0.0.0" else host
+    runtime = RuntimeProcess(url=f"http://{url_host}:{chosen_port}", process=process, log_path=log_path)
     try:
         wait_until_healthy(runtime, startup_timeout)
         yield runtime

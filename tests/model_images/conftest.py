@@ -41,5 +41,6 @@ def runtime_url(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         "--model-id",
         "tiny-llama",
     ]
-    with start_runtime(tiny_model_dir, log_path=log_path, args=args) as runtime:
+    # On every interface, so a kube-apiserver can reach it at this host's address (service proxy test).
+    with start_runtime(tiny_model_dir, log_path=log_path, host="0.0.0.0", args=args) as runtime:
         yield runtime.url
