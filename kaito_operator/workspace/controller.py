@@ -48,7 +48,7 @@ from kaito_operator.runtime.kinds import (
 from kaito_operator.runtime.manager import Manager
 from kaito_operator.runtime.mapping import Mapper, map_by_labels, map_to_owner
 from kaito_operator.workspace.machines import MachineState, machine_state, render_machine
-from kaito_operator.workspace.names import FIELD_MANAGER, machine_names
+from kaito_operator.workspace.names import FIELD_MANAGER, machine_names, workload_name
 from kaito_operator.workspace.nodes import is_candidate, node_is_ready, node_labels, node_name, select_nodes
 from kaito_operator.workspace.service import render_service
 from kaito_operator.workspace.status import (
@@ -226,9 +226,14 @@ class WorkspaceReconciler:
             errors.append(error)
             inference_error = f"applying service: {error.api_message or error}"
 
-        desired = render_workload(workspace, self._options)
-        current = self._deployments.store.get(ObjectKey(key.namespace, desired["metadata"]["name"]))
-        if len(selected) >= count or current is not None:
+        desired: dict[str, Any] | None = None
+        try:
+            desired = render_workload(workspace, self._options)
+        except (ImportError, ValueError) as error:
+            # The runtime the workspace asks for is not installed, or refuses the preset's limits.
+            inference_failure = f"cannot render the workload: {error}"
+        current = self._deployments.store.get(ObjectKey(key.namespace, workload_name(key.name)))
+        if desired is not None and (len(selected) >= count or current is not None):
             try:
                 current = await self._ensure_child(DEPLOYMENT, self._deployments, desired, workspace) or current
             except ApiError as error:

@@ -58,6 +58,8 @@ async def test_a_preset_that_does_not_fit_reports_why_and_creates_nothing(kube_a
             field_selector="involvedObject.name=too-small",
         )
         assert await machines_of(client, namespace) == []
+        await delete_workspace_and_wait(client, "too-small", namespace)
+        # Read after later reconciles of the same key, which the queue runs only once earlier ones finished.
         errors = operator.metrics.registry.get_sample_value(
             "kaito_reconcile_errors_total", {"controller": "workspace", "kind": "permanent"}
         )
@@ -66,4 +68,3 @@ async def test_a_preset_that_does_not_fit_reports_why_and_creates_nothing(kube_a
             "kaito_workqueue_retries_total", {"controller": "workspace"}
         )
         assert not retries, "a permanent problem is not retried"
-        await delete_workspace_and_wait(client, "too-small", namespace)
