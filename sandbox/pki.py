@@ -38,14 +38,14 @@ def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     path.chmod(0o600)
 
 
-def _write_cert(cert: x509.Certificate, path: Path) -> None:
+def write_cert(cert: x509.Certificate, path: Path) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -144,13 +144,13 @@ def write_control_plane_pki(directory: Path) -> Pki:
         service_account_key=directory / "sa.key",
         service_account_pub=directory / "sa.pub",
     )
-    _write_cert(ca[0], pki.ca_cert)
-    _write_key(ca[1], pki.ca_key)
-    _write_cert(serving[0], pki.serving_cert)
-    _write_key(serving[1], pki.serving_key)
-    _write_cert(admin[0], pki.admin_cert)
-    _write_key(admin[1], pki.admin_key)
-    _write_key(sa_key, pki.service_account_key)
+    write_cert(ca[0], pki.ca_cert)
+    write_key(ca[1], pki.ca_key)
+    write_cert(serving[0], pki.serving_cert)
+    write_key(serving[1], pki.serving_key)
+    write_cert(admin[0], pki.admin_cert)
+    write_key(admin[1], pki.admin_key)
+    write_key(sa_key, pki.service_account_key)
     pki.service_account_pub.write_bytes(
         sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
