@@ -82,6 +82,7 @@ def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         chat_template=CHAT_TEMPLATE,
         clean_up_tokenization_spaces=False,
         model_max_length=1024,
+        model_input_names=["input_ids", "attention_mask"],
     )
 
 
