@@ -18,7 +18,9 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,7 @@ from kaito_operator.runtime.client import KubeClient
 from kaito_operator.runtime.clock import Clock, RealClock
 from kaito_operator.runtime.controller import Controller
 from kaito_operator.runtime.events import EventRecorder
+from kaito_operator.runtime.leader import LeaderElector
 from kaito_operator.runtime.manager import Manager
 from kaito_operator.runtime.metrics import RuntimeMetrics
 from kaito_operator.settings import Settings
@@ -188,6 +191,15 @@ async def build_operator(
         burst=settings.burst,
         timeout=settings.request_timeout,
     )
+    elector = None
+    if settings.leader_elect:
+        elector = LeaderElector(
+            kube,
+            clock,
+            namespace=settings.leader_election_namespace,
+            name=settings.leader_election_id,
+            identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+        )
     manager = Manager(
         kube,
         clock=clock,
@@ -196,6 +208,7 @@ async def build_operator(
         watch_timeout=settings.watch_timeout,
         shutdown_grace=settings.shutdown_grace,
         default_concurrency=settings.concurrency,
+        leader_elector=elector,
     )
     context = OperatorContext(manager=manager, client=kube, settings=settings, metrics=metrics, clock=clock)
     built = [factory(context) for factory in controllers]

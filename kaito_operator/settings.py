@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(default=30.0, ge=0, description="Time reconciles in flight get to finish on stop.")
     image_registry: str = Field(default=DEFAULT_REGISTRY, description="Registry of the public preset images.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    leader_elect: bool = Field(default=False, description="Run controllers only while holding a Lease.")
+    leader_election_namespace: str = Field(default="default", description="Namespace of the leader Lease.")
+    leader_election_id: str = Field(default="kaito-operator-leader", description="Name of the leader Lease.")
     kubeconfig: str | None = Field(
         default=None,
         validation_alias="KUBECONFIG",

@@ -47,7 +47,8 @@ How to write a controller with it
 
 3. **Run**: ``await manager.run(stop_event)`` starts all informers, waits for their caches, starts
    each controller's workers (``concurrency`` at a time, one reconcile per key), and on stop lets
-   reconciles in flight finish within the grace period. Events go through ``EventRecorder``;
+   reconciles in flight finish within the grace period. Pass ``leader_elector=LeaderElector(...)``
+   to run controllers only while holding a Lease. Events go through ``EventRecorder``;
    metrics (reconciles, durations, queue depth, errors, API requests by verb) through
    ``RuntimeMetrics``; time through an injected ``Clock`` (tests use ``FakeClock.step``).
 """
@@ -79,6 +80,7 @@ from kaito_operator.runtime.kinds import (
     ResourceKind,
     key_of,
 )
+from kaito_operator.runtime.leader import LeaderElector, LostLeadership
 from kaito_operator.runtime.manager import Manager
 from kaito_operator.runtime.mapping import Mapper, map_by_labels, map_to_owner, map_to_self
 from kaito_operator.runtime.metrics import RuntimeMetrics
@@ -104,6 +106,8 @@ __all__ = [
     "FakeClock",
     "Informer",
     "KubeClient",
+    "LeaderElector",
+    "LostLeadership",
     "Manager",
     "Mapper",
     "ObjectKey",

@@ -247,6 +247,11 @@ class KubeClient:
         namespace = (obj.get("metadata") or {}).get("namespace")
         return await self._call("create", "POST", kind, kind.path(namespace), body=obj)
 
+    async def replace(self, kind: ResourceKind, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT the whole object; with metadata.resourceVersion set, a concurrent change is a 409."""
+        meta = obj["metadata"]
+        return await self._call("update", "PUT", kind, kind.path(meta.get("namespace"), meta["name"]), body=obj)
+
     async def apply(
         self,
         kind: ResourceKind,

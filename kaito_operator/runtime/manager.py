@@ -5,7 +5,8 @@
   cache and one watch.
 - ``controller(name, reconciler, ...)`` makes a Controller and registers it.
 - ``start()`` runs every informer, waits until all caches are filled (so a reconcile after a
-  restart sees what already exists and never makes it twice), then starts the workers.
+  restart sees what already exists and never makes it twice), then, when a ``LeaderElector`` is
+  given, waits to hold the Lease, and starts the workers. Losing the Lease stops the manager.
 - ``stop()`` stops taking keys, lets reconciles in flight finish within the grace period, then
   cancels the rest and the watches. A crashed background task stops the whole manager
   (``run()`` then returns 1): a process that lost its cache must not keep acting on it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from kaito_operator.runtime.client import KubeClient
@@ -22,6 +24,7 @@ from kaito_operator.runtime.clock import Clock
 from kaito_operator.runtime.controller import Controller, Reconciler
 from kaito_operator.runtime.informer import Informer
 from kaito_operator.runtime.kinds import ResourceKind
+from kaito_operator.runtime.leader import LeaderElector
 from kaito_operator.runtime.metrics import RuntimeMetrics
 from kaito_operator.runtime.queue import ExponentialBackoff
 from kaito_operator.runtime.tasks import TaskGuard
@@ -42,6 +45,7 @@ class Manager:
         watch_timeout: int = 300,
         shutdown_grace: float = 30.0,
         default_concurrency: int = 5,
+        leader_elector: LeaderElector | None = None,
     ) -> None:
         self.client = client
         self.clock = clock
@@ -50,6 +54,7 @@ class Manager:
         self._watch_timeout = watch_timeout
         self._shutdown_grace = shutdown_grace
         self._default_concurrency = default_concurrency
+        self.leader_elector = leader_elector
         self._informers: dict[InformerKey, Informer] = {}
         self._controllers: list[Controller] = []
         self._informer_tasks = TaskGuard("informers", on_crash=self._crashed)
@@ -141,6 +146,11 @@ class Manager:
             await asyncio.gather(*syncs, failed, all_synced, return_exceptions=True)
         if self.failure is not None or self._stopping:
             return
+        if self.leader_elector is not None:
+            # Caches stay warm on a standby; only the leader runs controllers.
+            self._informer_tasks.spawn(self.leader_elector.run(), "leader-election")
+            if not await self._first(self.leader_elector.leading.wait()):
+                return
         log.info(
             "caches synced for %d informers; starting %d controllers",
             len(self._informers),
@@ -149,6 +159,18 @@ class Manager:
         for controller in self._controllers:
             controller.start(self._worker_tasks)
         self._running.set()
+
+    async def _first(self, awaitable: Coroutine[Any, Any, Any]) -> bool:
+        """Await ``awaitable`` unless the manager stops first; True when it completed."""
+        waiting = asyncio.ensure_future(awaitable)
+        done = asyncio.ensure_future(self._done.wait())
+        try:
+            await asyncio.wait([waiting, done], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            done.cancel()
+            await asyncio.gather(waiting, done, return_exceptions=True)
+        return waiting.done() and not waiting.cancelled() and not self._stopping and self.failure is None
 
     async def wait_running(self) -> bool:
         """Wait until the controllers run (True) or the manager stopped first (False)."""

@@ -1,0 +1,93 @@
+"""Leader election on a real Lease: one manager runs controllers, a standby takes over on release or expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from workspace_testkit import plain_client
+
+from kaito_operator.runtime import LEASE, LeaderElector, Manager, ObjectKey, RealClock, Result, RuntimeMetrics
+
+pytestmark = [pytest.mark.controlplane]
+
+
+class Idle:
+    async def reconcile(self, key: ObjectKey) -> Result:
+        return Result()
+
+
+def candidate(api: Any, namespace: str, identity: str) -> tuple[Manager, LeaderElector]:
+    client = plain_client(api)
+    elector = LeaderElector(
+        client,
+        RealClock(),
+        namespace=namespace,
+        name="leader",
+        identity=identity,
+        lease_duration=3,
+        renew_deadline=2,
+        retry_period=0.2,
+    )
+    manager = Manager(client, clock=RealClock(), metrics=RuntimeMetrics(), leader_elector=elector)
+    manager.controller("idle", Idle())
+    return manager, elector
+
+
+async def test_one_leader_and_a_quick_handover_on_release(kube_api: Any, namespace: str) -> None:
+    first, first_elector = candidate(kube_api, namespace, "first")
+    second, second_elector = candidate(kube_api, namespace, "second")
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    first_task = asyncio.create_task(first.run(stop_first))
+    async with asyncio.timeout(10):
+        assert await first.wait_running()
+    second_task = asyncio.create_task(second.run(stop_second))
+    try:
+        waiting = asyncio.ensure_future(second.wait_running())
+        done, _ = await asyncio.wait([waiting], timeout=1.5)
+        assert not done, "the standby does not run controllers while the leader renews"
+        assert second.ready, "a standby still reports ready (its caches are warm)"
+        lease = await plain_client(kube_api).get(LEASE, "leader", namespace)
+        assert lease["spec"]["holderIdentity"] == "first"
+
+        stop_first.set()
+        assert await first_task == 0
+        released = time.monotonic()
+        async with asyncio.timeout(5):
+            assert await waiting
+        assert time.monotonic() - released < 2, "released, not expired: the standby takes over at once"
+        lease = await plain_client(kube_api).get(LEASE, "leader", namespace)
+        assert lease["spec"]["holderIdentity"] == "second"
+        assert lease["spec"]["leaseTransitions"] >= 1
+        assert second_elector.leading.is_set() and not first_elector.leading.is_set()
+    finally:
+        stop_first.set()
+        stop_second.set()
+        await asyncio.gather(first_task, second_task, return_exceptions=True)
+
+
+async def test_an_expired_lease_of_a_dead_holder_is_taken_over(kube_api: Any, namespace: str) -> None:
+    client = plain_client(kube_api)
+    await client.create(
+        LEASE,
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "leader", "namespace": namespace},
+            "spec": {"holderIdentity": "dead", "leaseDurationSeconds": 3, "renewTime": "2024-01-01T00:00:00.000000Z"},
+        },
+    )
+    manager, _ = candidate(kube_api, namespace, "heir")
+    stop = asyncio.Event()
+    started = time.monotonic()
+    task = asyncio.create_task(manager.run(stop))
+    try:
+        async with asyncio.timeout(15):
+            assert await manager.wait_running()
+        # Expiry is judged on our own clock from when we first saw the record, never on its timestamps.
+        assert time.monotonic() - started >= 3
+    finally:
+        stop.set()
+        assert await task == 0
