@@ -140,7 +140,8 @@ class _Disabled:
 class ProvisionerFactory:
     """A controller factory for the composition root (``kaito_operator.manager``: a callable
     ``(OperatorContext) -> Controller``). It registers the Machine controller and the garbage
-    collector and returns the Machine controller; call :meth:`close` after the manager stopped.
+    collector and returns the Machine controller; it closes its Azure clients through the
+    context's ``on_close`` once the manager stopped.
 
     ``azure`` / ``settings`` / ``cloud`` are as for :func:`build_provisioner_controllers`.
     """
@@ -167,6 +168,7 @@ class ProvisionerFactory:
             cloud=self._cloud,
             concurrency=max(10, int(context.settings.concurrency)),
         )
+        context.on_close(self.close)  # the Azure HTTP session outlives the manager's run
         if self.provisioner.machine_controller is not None:
             return self.provisioner.machine_controller
         # Disabled: an idle controller that is never registered, so nothing runs.
@@ -175,7 +177,3 @@ class ProvisionerFactory:
     async def close(self) -> None:
         if self.provisioner is not None:
             await self.provisioner.close()
-
-
-provisioner_controller_factory = ProvisionerFactory()
-"""The factory ``kaito run`` adds: configuration from the environment."""

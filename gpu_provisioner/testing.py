@@ -168,9 +168,7 @@ def fast_provisioner(selector: str, **overrides: Any) -> ProvisionerSettings:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(
-    api: Any, factories: Sequence[ControllerFactory], *, closers: Sequence[Callable[[], Awaitable[None]]] = ()
-) -> AsyncIterator[Operator]:
+async def running_operator(api: Any, factories: Sequence[ControllerFactory]) -> AsyncIterator[Operator]:
     """The operator built by the composition root with the test's ApiClient, run in this loop."""
     operator = await build_operator(operator_settings(), api_client=api, controllers=list(factories))
     stop = asyncio.Event()
@@ -185,9 +183,7 @@ async def running_operator(
     finally:
         stop.set()
         code = await task
-        await operator.aclose()
-        for close in closers:
-            await close()
+        await operator.aclose()  # runs the factories' closers too
         assert code == 0, f"operator failed: {operator.manager.failure}"
 
 
@@ -198,5 +194,5 @@ async def provisioner_operator(
     """An operator running only the GPU provisioner, talking to ``simulator``."""
     environment = simulator.operator_environment(simulator.write_federated_token(token_file))
     factory = ProvisionerFactory(azure=AzureSettings(**{**environment, **azure}), settings=settings)
-    async with running_operator(api, [factory], closers=[factory.close]):
+    async with running_operator(api, [factory]):
         yield factory

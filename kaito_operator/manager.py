@@ -262,7 +262,8 @@ def main(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"kubeconfig": args.kubeconfig})
     configure_logging(settings.log_level)
     controllers: list[ControllerFactory] = list(DEFAULT_CONTROLLERS)
-    # The GPU provisioner's Machine controller factory is appended here, e.g.
-    #     from gpu_provisioner.controller import machine_controller_factory
-    #     controllers.append(machine_controller_factory)
+    if settings.provisioner_enabled:
+        from gpu_provisioner.setup import ProvisionerFactory
+
+        controllers.append(ProvisionerFactory())  # Azure settings come from the environment
     return asyncio.run(serve(settings, controllers))

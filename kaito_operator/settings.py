@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     reconcile_timeout: float = Field(default=120.0, gt=0, description="Time limit of one reconcile, seconds.")
     shutdown_grace: float = Field(default=30.0, ge=0, description="Time reconciles in flight get to finish on stop.")
     image_registry: str = Field(default=DEFAULT_REGISTRY, description="Registry of the public preset images.")
+    provisioner_enabled: bool = Field(
+        default=True,
+        description="Run the embedded GPU provisioner (Machine → AKS agent pool). Turn off to use another "
+        "Karpenter-compatible provisioner for the Machines.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     leader_elect: bool = Field(default=False, description="Run controllers only while holding a Lease.")
     leader_election_namespace: str = Field(default="default", description="Namespace of the leader Lease.")

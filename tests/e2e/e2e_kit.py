@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import signal
 import subprocess
@@ -23,14 +22,12 @@ import yaml
 from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
 from gpu_provisioner.setup import ProvisionerFactory
 from gpu_provisioner.testing import condition, fast_provisioner, running_operator, wait_for
-from kaito_operator import manager as composition_root
 from kaito_operator.api import constants as c
 from kaito_operator.manager import DEFAULT_CONTROLLERS, Operator
 from kaito_operator.runtime import MACHINE, NODE, WORKSPACE, KubeClient
 from sandbox.aks_simulator import AksSimulator
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-OPERATOR_PROCESS = Path(__file__).resolve().parent / "e2e_operator_process.py"
 
 
 def falcon_7b(namespace: str, *, name: str = "workspace-falcon-7b", count: int | None = None) -> dict[str, Any]:
@@ -72,7 +69,7 @@ class EndToEnd:
     ) -> AsyncIterator[tuple[Operator, ProvisionerFactory]]:
         """Workspace controller + GPU provisioner in this event loop."""
         factory = ProvisionerFactory(azure=self.azure(**azure), settings=settings or fast_provisioner(self.selector))
-        async with running_operator(self.api, [*DEFAULT_CONTROLLERS, factory], closers=[factory.close]) as operator:
+        async with running_operator(self.api, [*DEFAULT_CONTROLLERS, factory]) as operator:
             yield operator, factory
 
     async def machines(self) -> list[dict[str, Any]]:
@@ -96,11 +93,6 @@ class EndToEnd:
 # --- the operator as a process -------------------------------------------------------------------------
 
 
-def kaito_run_wires_the_provisioner() -> bool:
-    """Whether ``kaito run`` (kaito_operator.manager.main) already adds the GPU provisioner."""
-    return "provisioner_controller_factory" in inspect.getsource(composition_root.main)
-
-
 class OperatorProcess:
     """``kaito run`` in a subprocess (SIGKILL-able), configured through its environment only."""
 
@@ -118,11 +110,7 @@ class OperatorProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = (
-            [sys.executable, "-m", "kaito_operator.cli", "run"]
-            if kaito_run_wires_the_provisioner()
-            else [sys.executable, str(OPERATOR_PROCESS)]
-        )
+        command = [sys.executable, "-m", "kaito_operator.cli", "run"]
         with self._log.open("ab") as log:
             self.process = subprocess.Popen(command, env=self._environment, stdout=log, stderr=subprocess.STDOUT)
 

@@ -11,7 +11,7 @@ import pytest
 from e2e_kit import EndToEnd, falcon_7b, is_true
 
 from gpu_provisioner.quantity import to_gib_rounded_up
-from gpu_provisioner.testing import condition, eventually, fast_provisioner, wait_for
+from gpu_provisioner.testing import condition, eventually, fast_provisioner, has_condition, wait_for
 from kaito_operator.api import constants as c
 from kaito_operator.runtime import MACHINE, NODE, POD, WORKSPACE
 from sandbox.aks_simulator import Fault
@@ -29,7 +29,10 @@ async def test_falcon_7b_gets_an_agent_pool_a_node_and_becomes_ready_then_leaves
         assert ready is not None
         (machine,) = await e2e.machines()
         pool = machine["metadata"]["name"]
-        assert condition(machine, "Ready")["status"] == "True"
+        # The workspace may pick the new node up as soon as it is Ready, a moment before the
+        # provisioner's next reconcile marks the Machine Ready: wait for that, do not assume it.
+        machine = await wait_for(e2e.kube, MACHINE, pool, has_condition("Ready", "True"), what="Machine Ready")
+        assert machine is not None and condition(machine, "Ready")["status"] == "True"
 
         # The agent pool AKS was asked for, read from the simulator's record of the PUT.
         (put,) = simulator.requests_for("PUT", pool)
