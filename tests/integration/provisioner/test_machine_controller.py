@@ -303,7 +303,7 @@ async def test_missing_identity_configuration_is_reported_on_machines_not_by_cra
     name = unique_name()
     azure = AzureSettings(subscription_id="s", resource_group="rg", cluster_name="c")
     factory = ProvisionerFactory(azure=azure, settings=fast_provisioner(rig.selector))
-    async with running_operator(rig.api, [factory], closers=[factory.close]):
+    async with running_operator(rig.api, [factory]):
         assert factory.provisioner is not None and factory.provisioner.problem is not None
         await rig.create_machine(name)
         machine = await wait_for(kube, MACHINE, name, has_condition(c.COND_MACHINE_LAUNCHED, "False"))
