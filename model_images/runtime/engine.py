@@ -1,11 +1,12 @@
 """The continuous-batching engine: one task steps the model over whichever requests are running.
 
 Requests queue up with :meth:`Engine.submit`. Between two model steps the engine admits waiting
-requests (a prefill step that appends them to the running batch, up to ``max_batch_size``) and
-removes finished or cancelled ones, so batch membership changes at every iteration instead of
-at batch boundaries. Each model step runs in a worker thread (``asyncio.to_thread``) so the event
-loop keeps serving HTTP while the model computes; only the engine task touches the batch.
-Tokens reach their request through the request's :class:`GenerationHandle`.
+requests (a prefill step that appends them to the running batch, up to ``max_batch_size``, when
+:func:`admit_waiting` says the stall is worth it) and removes finished or cancelled ones, so
+batch membership changes at any iteration instead of at batch boundaries. Each model step runs
+in a worker thread (``asyncio.to_thread``) so the event loop keeps serving HTTP while the model
+computes; only the engine task touches the batch. Tokens reach their request through the
+request's :class:`GenerationHandle`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from model_images.runtime.validation import GenerationError, InferenceError, Val
 logger = logging.getLogger(__name__)
 
 STOP_TIMEOUT_SECONDS = 30.0
+WAITING_SERVED_RATIO = 1.2
+MAX_WAITING_STEPS = 20
+"""TGI's defaults (``--waiting-served-ratio``, ``--max-waiting-tokens``) for :func:`admit_waiting`."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,7 @@ class Engine:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._steps_since_prefill = 0
 
     # --- the request side ---------------------------------------------------------------------
     def submit(self, request: GenerationInput) -> GenerationHandle:
@@ -233,9 +238,12 @@ class Engine:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            room = self._max_batch_size - len(self._active)
-            joiners = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+            joiners: list[_Sequence] = []
+            if admit_waiting(len(self._active), len(self._waiting), self._steps_since_prefill):
+                room = self._max_batch_size - len(self._active)
+                joiners = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
             phase = "prefill" if joiners else "decode"
+            self._steps_since_prefill = 0 if joiners else self._steps_since_prefill + 1
             started = time.perf_counter()
             try:
                 step_rows, deliveries = await asyncio.to_thread(self._step, joiners)
@@ -308,6 +316,20 @@ class Engine:
         else:
             self._metrics.batch_size.observe(rows)
         self._publish_sizes()
+
+
+def admit_waiting(running: int, waiting: int, steps_since_prefill: int) -> bool:
+    """Whether to prefill waiting requests now rather than decode the running batch (TGI's rule).
+
+    A prefill step stalls every running sequence, so with a batch running it waits until enough
+    requests queue up (``WAITING_SERVED_RATIO`` times the batch) or the queue has waited
+    ``MAX_WAITING_STEPS`` decode steps, whichever comes first.
+    """
+    if waiting == 0:
+        return False
+    if running == 0:
+        return True
+    return waiting >= int(running * WAITING_SERVED_RATIO) or steps_since_prefill >= MAX_WAITING_STEPS
 
 
 def _eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -> frozenset[int]:

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from model_images.runtime.launcher import RuntimeProcess
 
 # Limits the HTTP tests rely on: small enough that limit errors are easy to trigger.
 MAX_INPUT_TOKENS = 64
@@ -24,8 +28,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def runtime_url(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of ``python -m model_images.runtime serve`` on the tiny model, started once."""
+def runtime_process(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
+    """``python -m model_images.runtime serve`` on the tiny model, started once per session."""
     from model_images.runtime.launcher import start_runtime
 
     log_path = tmp_path_factory.mktemp("runtime-log") / "runtime.log"
@@ -43,4 +47,9 @@ def runtime_url(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     ]
     # On every interface, so a kube-apiserver can reach it at this host's address (service proxy test).
     with start_runtime(tiny_model_dir, log_path=log_path, host="0.0.0.0", args=args) as runtime:
-        yield runtime.url
+        yield runtime
+
+
+@pytest.fixture(scope="session")
+def runtime_url(runtime_process: RuntimeProcess) -> str:
+    return runtime_process.url

@@ -30,6 +30,7 @@ from model_images.generate import (
     run,
     service_proxy_path,
 )
+from model_images.runtime.launcher import RuntimeProcess
 
 pytestmark = pytest.mark.runtime
 
@@ -139,8 +140,26 @@ def workspace_body(name: str) -> dict[str, Any]:
     }
 
 
+def log_tail(directory: Path, pattern: str, chars: int = 3000) -> str:
+    logs = sorted(directory.glob(pattern))
+    return logs[0].read_text(errors="replace")[-chars:] if logs else ""
+
+
 @pytest.mark.controlplane
 async def test_generate_through_the_api_server_service_proxy(
+    control_plane: Any, kube_api: client.ApiClient, namespace: str, runtime_process: RuntimeProcess
+) -> None:
+    try:
+        await generate_through_the_service_proxy(control_plane, kube_api, namespace, runtime_process.url)
+    except Exception as exc:
+        # Both ends' logs: the proxy path crosses two servers this test does not own.
+        apiserver_tail = await asyncio.to_thread(log_tail, Path(control_plane.log_dir), "*apiserver*")
+        raise AssertionError(
+            f"{exc!r}\n--- runtime log ---\n{runtime_process.log_tail()}\n--- kube-apiserver log ---\n{apiserver_tail}"
+        ) from exc
+
+
+async def generate_through_the_service_proxy(
     control_plane: Any, kube_api: client.ApiClient, namespace: str, runtime_url: str
 ) -> None:
     address = host_address()

@@ -247,3 +247,16 @@ def test_the_container_command_parses_with_the_runtime_cli() -> None:
         1024,
         2048,
     )
+
+
+# --- admission --------------------------------------------------------------------------------------
+def test_waiting_requests_join_when_worth_stalling_the_batch() -> None:
+    from model_images.runtime.engine import MAX_WAITING_STEPS, admit_waiting
+
+    assert not admit_waiting(running=0, waiting=0, steps_since_prefill=0)
+    assert admit_waiting(running=0, waiting=1, steps_since_prefill=0)  # nothing to stall
+    assert admit_waiting(running=1, waiting=1, steps_since_prefill=0)
+    assert not admit_waiting(running=10, waiting=11, steps_since_prefill=0)  # 11 < 10 x 1.2
+    assert admit_waiting(running=10, waiting=12, steps_since_prefill=0)
+    assert not admit_waiting(running=10, waiting=1, steps_since_prefill=MAX_WAITING_STEPS - 1)
+    assert admit_waiting(running=10, waiting=1, steps_since_prefill=MAX_WAITING_STEPS)
