@@ -164,8 +164,16 @@ class ApiServerRelay:
                 headers={"Content-Type": upstream.headers.get("Content-Type", "application/octet-stream")},
             )
             await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+            except aiohttp.ClientPayloadError as exc:
+                if "event-stream" not in response.content_type:
+                    raise
+                # The API server cut a stream; end ours cleanly with a TGI error event so the
+                # client reports why instead of a transport error.
+                error = {"error": f"the API server's service proxy cut the response: {exc}", "error_type": "proxy"}
+                await response.write(b"\n\ndata:" + json.dumps(error).encode() + b"\n\n")
             await response.write_eof()
             return response
         finally:

@@ -108,11 +108,6 @@ class Details(BaseModel):
     top_tokens: list[list[Token]] | None = None
 
 
-class GenerateResponse(BaseModel):
-    generated_text: str
-    details: Details | None = None
-
-
 class StreamDetails(BaseModel):
     finish_reason: FinishReason
     generated_tokens: int

@@ -128,7 +128,8 @@ async def test_a_failed_step_fails_its_requests_and_the_engine_recovers(engine: 
 
 async def test_overloaded_when_max_concurrent_requests_are_in_flight(tiny: LoadedModel) -> None:
     limits = Limits(max_input_tokens=64, max_total_tokens=128, max_concurrent_requests=1)
-    async with running(tiny, limits, model_id="tiny") as url, aiohttp.ClientSession() as session:
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with running(tiny, limits, model_id="tiny") as url, aiohttp.ClientSession(timeout=timeout) as session:
         body = {"inputs": "Once upon a time", "parameters": {"max_new_tokens": 60}}
         async with session.post(f"{url}/generate_stream", json=body) as stream:
             await stream.content.readline()  # the first event: the request holds its place
