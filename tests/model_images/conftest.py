@@ -45,8 +45,7 @@ def runtime_process(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
         "--model-id",
         "tiny-llama",
     ]
-    # On every interface, so a kube-apiserver can reach it at this host's address (service proxy test).
-    with start_runtime(tiny_model_dir, log_path=log_path, host="0.0.0.0", args=args) as runtime:
+    with start_runtime(tiny_model_dir, log_path=log_path, host="127.0.0.1", args=args) as runtime:
         yield runtime
 
 
