@@ -18,16 +18,10 @@ import time
 import uuid
 from pathlib import Path
 
-from gpu_provisioner.testing import (
-    a_machine,
-    fast_provisioner,
-    has_condition,
-    plain_client,
-    provisioner_operator,
-    wait_for,
-)
+from gpu_provisioner.testing import a_machine, fast_provisioner, provisioner_operator
 from kaito_operator.api.crds import all_crds
 from kaito_operator.runtime import MACHINE
+from kaito_operator.testing import has_condition, plain_client, wait_for
 from sandbox.aks_simulator import AksSimulator, SimulatorConfig
 from sandbox.binaries import ensure_binaries
 from sandbox.controlplane import ControlPlane

@@ -23,33 +23,19 @@ from typing import Any
 
 import aiohttp
 
+from kaito_operator.api.constants import COND_WORKSPACE_READY
 from kaito_operator.api.crds import all_crds
-from kaito_operator.runtime import NAMESPACE, NODE, WORKSPACE, ApiError, KubeClient, RealClock, RuntimeMetrics
+from kaito_operator.runtime import NAMESPACE, NODE, WORKSPACE, ApiError, KubeClient
+from kaito_operator.testing import INSTANCE_TYPE, gpu_node, is_true, plain_client
 from sandbox.controlplane import ControlPlane, free_port
 from sandbox.kube import api_client_from_kubeconfig, install_crds
 
-INSTANCE_TYPE = "Standard_NC12s_v3"
 NAMESPACE_NAME = "bench"
 
 
 def node(index: int) -> dict[str, Any]:
-    name = f"aks-gpu-{index:04d}"
-    capacity = {"cpu": "12", "memory": "224Gi", "pods": "110", "nvidia.com/gpu": "2"}
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake"},
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "node.kubernetes.io/instance-type": INSTANCE_TYPE,
-                "apps": f"bench-{index}",
-            },
-        },
-        "status": {"capacity": capacity, "allocatable": capacity},
-    }
+    """A kwok GPU node of the instance type the workspaces ask for, in the label space of one workspace."""
+    return gpu_node(f"aks-gpu-{index:04d}", labels={"apps": f"bench-{index}"})
 
 
 def workspace(index: int) -> dict[str, Any]:
@@ -62,11 +48,7 @@ def workspace(index: int) -> dict[str, Any]:
     }
 
 
-def ready(obj: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") == "WorkspaceReady" and c.get("status") == "True"
-        for c in (obj.get("status") or {}).get("conditions") or []
-    )
+ready = is_true(COND_WORKSPACE_READY)
 
 
 async def wait_all_ready(client: KubeClient, count: int, timeout: float) -> None:
@@ -126,7 +108,7 @@ async def http_get(url: str, timeout: float) -> tuple[int, str]:
 async def run(args: argparse.Namespace, plane: ControlPlane) -> dict[str, Any]:
     async with await api_client_from_kubeconfig(plane.kubeconfig) as api:
         await install_crds(api, all_crds().values())
-        client = KubeClient(api, clock=RealClock(), metrics=RuntimeMetrics(), qps=0, burst=1)
+        client = plain_client(api)
         await client.create(NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE_NAME}})
         await asyncio.gather(*(client.create(NODE, node(i)) for i in range(args.workspaces)))
 

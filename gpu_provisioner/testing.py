@@ -1,36 +1,20 @@
 """Test helpers for the GPU provisioner that users of the project may want too: a Kaito-shaped
-Machine builder, deadline-bounded waits (watch-based for Kubernetes objects), fast settings, and
-the operator (built by the composition root) running in the caller's event loop.
+Machine builder, fast provisioner settings, and an operator running only the provisioner against
+the AKS simulator. The general ones (waits, conditions, the operator in the caller's event loop)
+are in ``kaito_operator.testing``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
 from gpu_provisioner.setup import ProvisionerFactory
-from kaito_operator.manager import ControllerFactory, Operator, build_operator
-from kaito_operator.runtime import ApiError, KubeClient, RealClock, ResourceKind, RuntimeMetrics
-from kaito_operator.settings import Settings
+from kaito_operator.testing import running_operator
 from sandbox.aks_simulator import AksSimulator
-
-T = TypeVar("T")
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 15.0, what: str = "") -> T:
-    """Poll ``check`` until it returns something other than None, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result is not None:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
-        await asyncio.sleep(0.05)  # the poll interval of a deadline-bounded condition wait
 
 
 def a_machine(
@@ -70,88 +54,6 @@ def a_machine(
     }
 
 
-def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind:
-            return dict(cond)
-    return {}
-
-
-def has_condition(kind: str, status: str, reason: str | None = None) -> Callable[[dict[str, Any] | None], bool]:
-    def check(obj: dict[str, Any] | None) -> bool:
-        found = condition(obj, kind)
-        return found.get("status") == status and (reason is None or found.get("reason") == reason)
-
-    return check
-
-
-def gone(obj: dict[str, Any] | None) -> bool:
-    return obj is None
-
-
-async def wait_for(
-    client: KubeClient,
-    kind: ResourceKind,
-    name: str,
-    predicate: Callable[[dict[str, Any] | None], bool],
-    *,
-    namespace: str | None = None,
-    timeout: float = 60.0,
-    what: str = "",
-) -> dict[str, Any] | None:
-    """Watch one object until ``predicate(obj)`` holds (``obj`` is None once it is deleted)."""
-    deadline = time.monotonic() + timeout
-    selector = f"metadata.name={name}"
-    last: dict[str, Any] | None = None
-    while True:
-        items, version = await client.list(kind, namespace, field_selector=selector)
-        last = items[0] if items else None
-        if predicate(last):
-            return last
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or name}; last seen: {last}")
-        try:
-            async with asyncio.timeout(remaining):
-                async for event in client.watch(
-                    kind,
-                    namespace,
-                    resource_version=version,
-                    timeout_seconds=max(1, int(remaining) + 1),
-                    field_selector=selector,
-                ):
-                    if event["type"] == "BOOKMARK":
-                        continue
-                    last = None if event["type"] == "DELETED" else event["object"]
-                    if predicate(last):
-                        return last
-        except TimeoutError:
-            raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for {what or name}; last seen: {last}"
-            ) from None
-        except ApiError as error:
-            if not error.gone:
-                raise
-
-
-def plain_client(api: Any) -> KubeClient:
-    return KubeClient(api, clock=RealClock(), metrics=RuntimeMetrics(), qps=0, burst=1)
-
-
-def operator_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "metrics_port": 0,
-        "health_port": 0,
-        "bind_address": "127.0.0.1",
-        "qps": 0,
-        "concurrency": 4,
-        "shutdown_grace": 5,
-        "request_timeout": 10,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
 def fast_provisioner(selector: str, **overrides: Any) -> ProvisionerSettings:
     values: dict[str, Any] = {
         "poll_interval_s": 0.2,
@@ -165,26 +67,6 @@ def fast_provisioner(selector: str, **overrides: Any) -> ProvisionerSettings:
     }
     values.update(overrides)
     return ProvisionerSettings(**values)
-
-
-@contextlib.asynccontextmanager
-async def running_operator(api: Any, factories: Sequence[ControllerFactory]) -> AsyncIterator[Operator]:
-    """The operator built by the composition root with the test's ApiClient, run in this loop."""
-    operator = await build_operator(operator_settings(), api_client=api, controllers=list(factories))
-    stop = asyncio.Event()
-    task = asyncio.create_task(operator.run(stop), name="operator")
-    try:
-        async with asyncio.timeout(30):
-            while not operator.manager.ready:
-                if task.done():
-                    raise AssertionError(f"operator exited early: {task.result()}")
-                await asyncio.sleep(0.05)  # poll the readiness flag while the caches fill
-        yield operator
-    finally:
-        stop.set()
-        code = await task
-        await operator.aclose()  # runs the factories' closers too
-        assert code == 0, f"operator failed: {operator.manager.failure}"
 
 
 @contextlib.asynccontextmanager

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from e2e_kit import EndToEnd
 
-from gpu_provisioner.testing import plain_client
 from kaito_operator.api import constants as c
 from kaito_operator.runtime import MACHINE, NODE, WORKSPACE, ApiError, KubeClient, ResourceKind
+from kaito_operator.testing import plain_client
 from sandbox.aks_simulator import AksSimulator, SimulatorConfig
 from sandbox.controlplane import ControlPlane
 

@@ -21,10 +21,11 @@ import yaml
 
 from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
 from gpu_provisioner.setup import ProvisionerFactory
-from gpu_provisioner.testing import condition, fast_provisioner, running_operator, wait_for
+from gpu_provisioner.testing import fast_provisioner
 from kaito_operator.api import constants as c
 from kaito_operator.manager import DEFAULT_CONTROLLERS, Operator
 from kaito_operator.runtime import MACHINE, NODE, WORKSPACE, KubeClient
+from kaito_operator.testing import gone, running_operator, wait_for
 from sandbox.aks_simulator import AksSimulator
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -40,10 +41,6 @@ def falcon_7b(namespace: str, *, name: str = "workspace-falcon-7b", count: int |
     if count is not None:
         workspace["resource"]["count"] = count
     return workspace
-
-
-def is_true(kind: str) -> Any:
-    return lambda obj: condition(obj, kind).get("status") == "True"
 
 
 @dataclass
@@ -83,7 +80,7 @@ class EndToEnd:
 
     async def delete_workspace(self, name: str, *, timeout: float = 90) -> None:
         await self.kube.delete(WORKSPACE, name, self.namespace)
-        await self.wait_workspace(name, lambda obj: obj is None, timeout=timeout, what=f"workspace {name} gone")
+        await self.wait_workspace(name, gone, timeout=timeout, what=f"workspace {name} gone")
 
     async def nodes_of_pool(self, pool: str) -> list[dict[str, Any]]:
         nodes, _ = await self.kube.list(NODE, label_selector=f"{c.LABEL_AKS_AGENTPOOL}={pool}")

@@ -8,12 +8,13 @@ import asyncio
 from typing import Any
 
 import pytest
-from e2e_kit import EndToEnd, falcon_7b, is_true
+from e2e_kit import EndToEnd, falcon_7b
 
 from gpu_provisioner.quantity import to_gib_rounded_up
-from gpu_provisioner.testing import condition, eventually, fast_provisioner, has_condition, wait_for
+from gpu_provisioner.testing import fast_provisioner
 from kaito_operator.api import constants as c
 from kaito_operator.runtime import MACHINE, NODE, POD, WORKSPACE
+from kaito_operator.testing import condition, eventually, has_condition, is_true, wait_for
 from sandbox.aks_simulator import Fault
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]

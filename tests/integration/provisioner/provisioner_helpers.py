@@ -1,38 +1,12 @@
-"""Helpers for the provisioner's integration tests: a spec builder and deadline-bounded waits."""
+"""Helpers for the provisioner's integration tests: fast SDK settings, a spec builder, and a wait for an
+operation (the general helpers are in gpu_provisioner.testing and kaito_operator.testing)."""
 
 from __future__ import annotations
 
 from gpu_provisioner.aks import AksCloudProvider
 from gpu_provisioner.cloudprovider import InstanceSpec, Operation, OperationProgress
 from gpu_provisioner.settings import ProvisionerSettings
-from gpu_provisioner.testing import (
-    a_machine,
-    condition,
-    eventually,
-    fast_provisioner,
-    gone,
-    has_condition,
-    plain_client,
-    provisioner_operator,
-    running_operator,
-    wait_for,
-)
-
-__all__ = [
-    "FAST",
-    "a_machine",
-    "a_spec",
-    "condition",
-    "eventually",
-    "fast_provisioner",
-    "gone",
-    "has_condition",
-    "plain_client",
-    "provisioner_operator",
-    "running_operator",
-    "until_done",
-    "wait_for",
-]
+from kaito_operator.testing import eventually
 
 FAST = ProvisionerSettings(arm_polling_interval_s=0.05, request_timeout_s=10)
 

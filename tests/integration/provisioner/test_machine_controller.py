@@ -16,24 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from provisioner_helpers import (
-    a_machine,
-    condition,
-    eventually,
-    fast_provisioner,
-    gone,
-    has_condition,
-    plain_client,
-    provisioner_operator,
-    running_operator,
-    wait_for,
-)
 
 from gpu_provisioner.lifecycle import ANNOTATION_OPERATION
 from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
 from gpu_provisioner.setup import ProvisionerFactory
+from gpu_provisioner.testing import a_machine, fast_provisioner, provisioner_operator
 from kaito_operator.api import constants as c
 from kaito_operator.runtime import EVENT, MACHINE, NODE, ApiError, KubeClient
+from kaito_operator.testing import condition, eventually, gone, has_condition, plain_client, running_operator, wait_for
 from sandbox.aks_simulator import AksSimulator, Fault, SimulatorConfig
 from sandbox.controlplane import ControlPlane
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from provisioner_helpers import eventually
 
+from kaito_operator.testing import eventually
 from sandbox.aks_simulator import AksSimulator, Fault, SimulatorConfig
 from sandbox.aks_simulator.nodes import node_manifest
 

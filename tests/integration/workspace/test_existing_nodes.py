@@ -7,21 +7,20 @@ from typing import Any
 
 import aiohttp
 import pytest
-from workspace_testkit import (
+from workspace_testkit import delete_workspace_and_wait, example_workspace
+
+from kaito_operator.api import constants as c
+from kaito_operator.runtime import DEPLOYMENT, MACHINE, NODE, POD, SERVICE, WORKSPACE
+from kaito_operator.testing import (
     INSTANCE_TYPE,
     condition,
     delete_quietly,
-    delete_workspace_and_wait,
-    example_workspace,
     gpu_node,
     is_true,
     plain_client,
     running_operator,
     wait_for,
 )
-
-from kaito_operator.api import constants as c
-from kaito_operator.runtime import DEPLOYMENT, MACHINE, NODE, POD, SERVICE, WORKSPACE
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 
@@ -41,8 +40,8 @@ async def test_falcon_7b_example_becomes_ready_on_existing_aks_gpu_nodes(kube_ap
                 client,
                 WORKSPACE,
                 "workspace-falcon-7b",
-                namespace,
                 is_true(c.COND_WORKSPACE_READY),
+                namespace=namespace,
                 timeout=90,
                 what="WorkspaceReady=True",
             )
@@ -102,8 +101,8 @@ async def test_falcon_7b_example_becomes_ready_on_existing_aks_gpu_nodes(kube_ap
                 client,
                 SERVICE,
                 "workspace-falcon-7b",
-                namespace,
                 lambda obj: obj is not None and obj["metadata"]["uid"] != old_uid,
+                namespace=namespace,
                 timeout=30,
                 what="the Service to be recreated",
             )

@@ -6,19 +6,11 @@ import uuid
 from typing import Any
 
 import pytest
-from workspace_testkit import (
-    condition,
-    delete_workspace_and_wait,
-    machines_of,
-    plain_client,
-    preset_workspace,
-    running_operator,
-    wait_for,
-    wait_for_item,
-)
+from workspace_testkit import delete_workspace_and_wait, machines_of, preset_workspace
 
 from kaito_operator.api import constants as c
 from kaito_operator.runtime import EVENT, WORKSPACE
+from kaito_operator.testing import condition, plain_client, running_operator, wait_for, wait_for_item
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 
@@ -38,8 +30,8 @@ async def test_a_preset_that_does_not_fit_reports_why_and_creates_nothing(kube_a
             client,
             WORKSPACE,
             "too-small",
-            namespace,
             lambda obj: condition(obj, c.COND_RESOURCE_READY).get("status") == "False",
+            namespace=namespace,
             what="ResourceReady=False",
         )
         resource = condition(failed, c.COND_RESOURCE_READY)

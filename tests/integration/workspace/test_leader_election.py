@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 import pytest
-from workspace_testkit import plain_client
 
 from kaito_operator.runtime import LEASE, LeaderElector, Manager, ObjectKey, RealClock, Result, RuntimeMetrics
+from kaito_operator.testing import plain_client
 
 pytestmark = [pytest.mark.controlplane]
 

@@ -14,22 +14,20 @@ import uuid
 from typing import Any
 
 import pytest
-from workspace_testkit import (
-    StandInProvisioner,
+from workspace_testkit import StandInProvisioner, delete_workspace_and_wait, machines_of, preset_workspace
+
+from kaito_operator.api import constants as c
+from kaito_operator.manager import DEFAULT_CONTROLLERS
+from kaito_operator.runtime import DEPLOYMENT, EVENT, NODE, POD, SERVICE, WORKSPACE
+from kaito_operator.testing import (
     condition,
     delete_quietly,
-    delete_workspace_and_wait,
     is_true,
-    machines_of,
     plain_client,
-    preset_workspace,
     running_operator,
     wait_for,
     wait_for_item,
 )
-
-from kaito_operator.api import constants as c
-from kaito_operator.runtime import DEPLOYMENT, EVENT, NODE, POD, SERVICE, WORKSPACE
 from kaito_operator.workspace.names import AGENT_POOL_NAME, machine_name
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
@@ -48,12 +46,12 @@ async def test_two_machines_are_created_together_then_the_workload_runs_on_both(
     client = plain_client(kube_api)
     provisioner = StandInProvisioner(namespace, hold_until=2)
     try:
-        async with running_operator(kube_api, extra_controllers=[provisioner.factory]):
+        async with running_operator(kube_api, [*DEFAULT_CONTROLLERS, provisioner.factory]):
             created = await client.create(
                 WORKSPACE, preset_workspace(name="ws2", namespace=namespace, labels=_labels(), count=2)
             )
             ready = await wait_for(
-                client, WORKSPACE, "ws2", namespace, is_true(c.COND_WORKSPACE_READY), timeout=90, what="ready"
+                client, WORKSPACE, "ws2", is_true(c.COND_WORKSPACE_READY), namespace=namespace, timeout=90, what="ready"
             )
             assert provisioner.machines_seen_when_first_ready == 2, "both Machines existed before either was Ready"
             machines = await machines_of(client, namespace)
@@ -79,16 +77,20 @@ async def test_two_machines_are_created_together_then_the_workload_runs_on_both(
                 client,
                 WORKSPACE,
                 "ws2",
-                namespace,
                 lambda obj: obj is None or is_true(c.COND_WORKSPACE_DELETING)(obj),
+                namespace=namespace,
                 what="WorkspaceDeleting",
             )
             if deleting is not None:
                 assert condition(deleting, c.COND_WORKSPACE_DELETING)["reason"] == "workspaceDeleted"
-            await wait_for(client, WORKSPACE, "ws2", namespace, lambda obj: obj is None, what="workspace gone")
+            await wait_for(
+                client, WORKSPACE, "ws2", lambda obj: obj is None, namespace=namespace, what="workspace gone"
+            )
             assert await machines_of(client, namespace) == [], "the finalizer waited for the Machines"
-            await wait_for(client, DEPLOYMENT, "ws2", namespace, lambda obj: obj is None, what="deployment gone")
-            await wait_for(client, SERVICE, "ws2", namespace, lambda obj: obj is None, what="service gone")
+            await wait_for(
+                client, DEPLOYMENT, "ws2", lambda obj: obj is None, namespace=namespace, what="deployment gone"
+            )
+            await wait_for(client, SERVICE, "ws2", lambda obj: obj is None, namespace=namespace, what="service gone")
     finally:
         await provisioner.cleanup(client)
 
@@ -96,14 +98,14 @@ async def test_two_machines_are_created_together_then_the_workload_runs_on_both(
 async def test_a_machine_failure_reaches_resource_ready_within_seconds(kube_api: Any, namespace: str) -> None:
     client = plain_client(kube_api)
     provisioner = StandInProvisioner(namespace, fail_with=("LaunchFailed", QUOTA_MESSAGE))
-    async with running_operator(kube_api, extra_controllers=[provisioner.factory]):
+    async with running_operator(kube_api, [*DEFAULT_CONTROLLERS, provisioner.factory]):
         await client.create(WORKSPACE, preset_workspace(name="quota", namespace=namespace, labels=_labels()))
         failed = await wait_for(
             client,
             WORKSPACE,
             "quota",
-            namespace,
             lambda obj: condition(obj, c.COND_RESOURCE_READY).get("status") == "False",
+            namespace=namespace,
             timeout=60,
             what="failure",
         )
@@ -153,8 +155,8 @@ async def test_a_killed_operator_process_is_replaced_without_a_second_set_of_mac
             client,
             WORKSPACE,
             "restart",
-            namespace,
             lambda obj: condition(obj, c.COND_MACHINE_READY).get("reason") == "CreateMachinePending",
+            namespace=namespace,
             what="machines pending",
         )
         first = sorted(m["metadata"]["name"] for m in await machines_of(client, namespace))
@@ -165,9 +167,15 @@ async def test_a_killed_operator_process_is_replaced_without_a_second_set_of_mac
     # Phase 2: a new operator (fresh caches, fresh memory) takes over and finishes.
     provisioner = StandInProvisioner(namespace, hold_until=2)
     try:
-        async with running_operator(kube_api, extra_controllers=[provisioner.factory]):
+        async with running_operator(kube_api, [*DEFAULT_CONTROLLERS, provisioner.factory]):
             await wait_for(
-                client, WORKSPACE, "restart", namespace, is_true(c.COND_WORKSPACE_READY), timeout=90, what="ready"
+                client,
+                WORKSPACE,
+                "restart",
+                is_true(c.COND_WORKSPACE_READY),
+                namespace=namespace,
+                timeout=90,
+                what="ready",
             )
             again = sorted(m["metadata"]["name"] for m in await machines_of(client, namespace))
             assert again == first, "no second set of Machines"

@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 
 import pytest
-from workspace_testkit import plain_client, wait_for_item
 
 from kaito_operator.runtime import (
     EVENT,
@@ -24,6 +23,7 @@ from kaito_operator.runtime import (
     RuntimeMetrics,
     WatchEvent,
 )
+from kaito_operator.testing import plain_client, wait_for_item
 
 pytestmark = [pytest.mark.controlplane]
 

@@ -6,18 +6,11 @@ import uuid
 from typing import Any
 
 import pytest
-from workspace_testkit import (
-    delete_quietly,
-    delete_workspace_and_wait,
-    gpu_node,
-    is_true,
-    plain_client,
-    running_operator,
-    wait_for,
-)
+from workspace_testkit import delete_workspace_and_wait
 
 from kaito_operator.api import constants as c
 from kaito_operator.runtime import NODE, POD, WORKSPACE
+from kaito_operator.testing import delete_quietly, gpu_node, is_true, plain_client, running_operator, wait_for
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 
@@ -65,7 +58,9 @@ async def test_the_users_container_runs_with_our_affinity_and_tolerations(kube_a
     try:
         async with running_operator(kube_api):
             await client.create(WORKSPACE, workspace)
-            await wait_for(client, WORKSPACE, "custom", namespace, is_true(c.COND_WORKSPACE_READY), timeout=90)
+            await wait_for(
+                client, WORKSPACE, "custom", is_true(c.COND_WORKSPACE_READY), namespace=namespace, timeout=90
+            )
             [pod] = (await client.list(POD, namespace, label_selector=f"{c.LABEL_WORKSPACE}=custom"))[0]
             spec = pod["spec"]
             assert pod["spec"]["nodeName"] == node_name
@@ -89,7 +84,6 @@ async def test_the_users_container_runs_with_our_affinity_and_tolerations(kube_a
                 client,
                 WORKSPACE,
                 "custom",
-                namespace,
                 lambda obj: (
                     is_true(c.COND_WORKSPACE_READY)(obj)
                     and obj is not None
@@ -98,6 +92,7 @@ async def test_the_users_container_runs_with_our_affinity_and_tolerations(kube_a
                         for cond in obj["status"]["conditions"]
                     )
                 ),
+                namespace=namespace,
                 timeout=90,
                 what="rolled out",
             )

@@ -1,23 +1,22 @@
-"""Builders, waits and a stand-in GPU provisioner for the workspace controller's integration tests.
+"""Workspace builders and a stand-in GPU provisioner for the workspace controller's integration tests.
 
-Everything talks to the real control plane. Waits watch the object until a condition holds or a
-deadline passes (no sleeps). The stand-in provisioner is a controller on the project's runtime,
-plugged into the operator through a controller factory, exactly as the real one will be.
+Everything talks to the real control plane; the general helpers (the client, waits that watch an
+object until a condition holds or a deadline passes, the operator in the test's loop) come from
+``kaito_operator.testing``. The stand-in provisioner is a controller on the project's runtime,
+plugged into the operator through a controller factory, exactly as the real one is.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kaito_operator.api import constants as c
-from kaito_operator.manager import DEFAULT_CONTROLLERS, ControllerFactory, Operator, OperatorContext, build_operator
+from kaito_operator.manager import OperatorContext
 from kaito_operator.presets.skus import lookup
 from kaito_operator.runtime import (
     MACHINE,
@@ -27,55 +26,15 @@ from kaito_operator.runtime import (
     Controller,
     KubeClient,
     ObjectKey,
-    RealClock,
-    ResourceKind,
     Result,
-    RuntimeMetrics,
     map_to_self,
 )
-from kaito_operator.settings import Settings
+from kaito_operator.testing import INSTANCE_TYPE, condition, delete_quietly, gone, gpu_node, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-INSTANCE_TYPE = "Standard_NC12s_v3"
-
-
-def plain_client(api: Any) -> KubeClient:
-    return KubeClient(api, clock=RealClock(), metrics=RuntimeMetrics(), qps=0, burst=1)
 
 
 # --- builders ------------------------------------------------------------------------------------
-def gpu_node(
-    name: str,
-    *,
-    labels: dict[str, str],
-    instance_type: str = INSTANCE_TYPE,
-    gpus: int = 2,
-    taints: Sequence[dict[str, str]] = (),
-) -> dict[str, Any]:
-    """A kwok-managed node labelled the way AKS labels a GPU node."""
-    capacity = {"cpu": "12", "memory": "224Gi", "pods": "110", c.GPU_RESOURCE: str(gpus)}
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake"},
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                c.LABEL_INSTANCE_TYPE: instance_type,
-                "beta.kubernetes.io/instance-type": instance_type,
-                c.LABEL_AKS_AGENTPOOL: name[:12],
-                "accelerator": "nvidia",
-                **labels,
-            },
-        },
-        "spec": {"taints": list(taints)} if taints else {},
-        "status": {"capacity": capacity, "allocatable": capacity},
-    }
-
-
 def example_workspace(
     file: str, *, name: str, namespace: str, labels: dict[str, str], annotations: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -116,143 +75,6 @@ def preset_workspace(
         "resource": {"count": count, "instanceType": instance_type, "labelSelector": {"matchLabels": labels}},
         "inference": {"preset": {"name": preset}},
     }
-
-
-# --- reading -------------------------------------------------------------------------------------
-def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind:
-            return dict(cond)
-    return {}
-
-
-def is_true(kind: str) -> Callable[[dict[str, Any] | None], bool]:
-    return lambda obj: condition(obj, kind).get("status") == "True"
-
-
-async def wait_for(
-    client: KubeClient,
-    kind: ResourceKind,
-    name: str,
-    namespace: str | None,
-    predicate: Callable[[dict[str, Any] | None], bool],
-    *,
-    timeout: float = 60.0,
-    what: str = "",
-) -> dict[str, Any] | None:
-    """Watch one object until ``predicate(obj)`` holds (obj is None once it is gone)."""
-    deadline = time.monotonic() + timeout
-    last: dict[str, Any] | None = None
-    selector = f"metadata.name={name}"
-    while True:
-        items, version = await _list_one(client, kind, namespace, selector)
-        last = items[0] if items else None
-        if predicate(last):
-            return last
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or name}; last seen: {last}")
-        try:
-            async with asyncio.timeout(remaining):
-                async for event in client.watch(
-                    kind,
-                    namespace,
-                    resource_version=version,
-                    timeout_seconds=max(1, int(remaining) + 1),
-                    field_selector=selector,
-                ):
-                    if event["type"] == "BOOKMARK":
-                        continue
-                    last = None if event["type"] == "DELETED" else event["object"]
-                    if predicate(last):
-                        return last
-        except TimeoutError:
-            raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for {what or name}; last seen: {last}"
-            ) from None
-        except ApiError as error:
-            if not error.gone:
-                raise
-
-
-async def wait_for_item(
-    client: KubeClient,
-    kind: ResourceKind,
-    namespace: str | None,
-    predicate: Callable[[dict[str, Any]], bool],
-    *,
-    field_selector: str | None = None,
-    timeout: float = 30.0,
-    what: str = "",
-) -> dict[str, Any]:
-    """Watch a collection until some object satisfies ``predicate``."""
-    async with asyncio.timeout(timeout):
-        while True:
-            items, version = await client.list(kind, namespace, field_selector=field_selector)
-            for item in items:
-                if predicate(item):
-                    return item
-            try:
-                async for event in client.watch(
-                    kind,
-                    namespace,
-                    resource_version=version,
-                    timeout_seconds=int(timeout) + 1,
-                    field_selector=field_selector,
-                ):
-                    if event["type"] in ("ADDED", "MODIFIED") and predicate(event["object"]):
-                        return dict(event["object"])
-            except ApiError as error:
-                if not error.gone:
-                    raise
-    raise AssertionError(f"no {what or kind.kind} appeared")  # pragma: no cover (timeout raises)
-
-
-async def _list_one(
-    client: KubeClient, kind: ResourceKind, namespace: str | None, field_selector: str
-) -> tuple[list[dict[str, Any]], str]:
-    return await client.list(kind, namespace, field_selector=field_selector)
-
-
-async def delete_quietly(client: KubeClient, kind: ResourceKind, name: str, namespace: str | None = None) -> None:
-    with contextlib.suppress(ApiError):
-        await client.delete(kind, name, namespace)
-
-
-# --- the operator in the test's loop -------------------------------------------------------------
-def test_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "metrics_port": 0,
-        "health_port": 0,
-        "bind_address": "127.0.0.1",
-        "qps": 0,
-        "concurrency": 4,
-        "shutdown_grace": 5,
-        "request_timeout": 10,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-@contextlib.asynccontextmanager
-async def running_operator(
-    api: Any, *, extra_controllers: Sequence[ControllerFactory] = (), **settings: Any
-) -> AsyncIterator[Operator]:
-    """The operator built by the composition root with the test's ApiClient, run in this loop."""
-    operator = await build_operator(
-        test_settings(**settings), api_client=api, controllers=[*DEFAULT_CONTROLLERS, *extra_controllers]
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(operator.run(stop), name="operator")
-    try:
-        async with asyncio.timeout(30):
-            assert await operator.manager.wait_running(), f"operator did not start: {operator.manager.failure}"
-        yield operator
-    finally:
-        stop.set()
-        code = await task
-        await operator.aclose()
-        assert code == 0, f"operator failed: {operator.manager.failure}"
 
 
 # --- a stand-in GPU provisioner ------------------------------------------------------------------
@@ -383,7 +205,7 @@ class StandInProvisioner:
 async def delete_workspace_and_wait(client: KubeClient, name: str, namespace: str, timeout: float = 60) -> None:
     """Delete the Workspace and wait until it is gone (the running operator must finalize it)."""
     await delete_quietly(client, WORKSPACE, name, namespace)
-    await wait_for(client, WORKSPACE, name, namespace, lambda obj: obj is None, timeout=timeout, what=f"{name} gone")
+    await wait_for(client, WORKSPACE, name, gone, namespace=namespace, timeout=timeout, what=f"{name} gone")
 
 
 async def machines_of(client: KubeClient, namespace: str) -> list[dict[str, Any]]:
