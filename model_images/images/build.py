@@ -111,6 +111,7 @@ def write_build_context(plan: BuildPlan, source: Path) -> WeightsReport:
     if weights.exists():
         shutil.rmtree(weights)
     staged = _stage_weights(source, weights)
+    _stage_runtime(context / "runtime")
     (context / "Dockerfile").write_text(render_dockerfile(plan.preset, plan.revision), encoding="utf-8")
     (context / ".dockerignore").write_text(_DOCKERIGNORE, encoding="utf-8")
     manifest = {
@@ -125,6 +126,18 @@ def write_build_context(plan: BuildPlan, source: Path) -> WeightsReport:
     }
     (context / "build.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _stage_runtime(target: Path) -> None:
+    """The runtime's sources (``model_images/runtime``), which the image installs beside TGI."""
+    package = Path(__file__).resolve().parents[1]
+    if target.exists():
+        shutil.rmtree(target)
+    (target / "model_images").mkdir(parents=True)
+    shutil.copy2(package / "__init__.py", target / "model_images" / "__init__.py")
+    shutil.copytree(
+        package / "runtime", target / "model_images" / "runtime", ignore=shutil.ignore_patterns("__pycache__")
+    )
 
 
 def _stage_weights(source: Path, target: Path) -> list[str]:

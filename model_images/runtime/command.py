@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Final
 
+RUNTIME_DIR: Final = "/opt/kaito-runtime"
+"""Where the model images install this runtime: a virtualenv of its own beside TGI's environment."""
+RUNTIME_PYTHON: Final = f"{RUNTIME_DIR}/bin/python"
+
 RUNTIME_ANNOTATION_VALUE: Final = "transformers"
 """``kaito.sh/runtime: transformers`` on a Workspace selects this runtime instead of TGI."""
 
@@ -17,8 +21,9 @@ def runtime_container_command(model_dir: str, port: int, max_input_tokens: int, 
 
     Contract with the renderer:
 
-    - The image runs Python 3.11+ with kaito-py installed with its ``runtime`` extra (torch,
-      transformers, aiohttp, prometheus-client); ``python`` must be on PATH.
+    - The image has this runtime in the virtualenv ``RUNTIME_DIR`` (the preset images built by
+      ``kaito images build`` do; model_images/images/Dockerfile.template), so the command runs
+      ``RUNTIME_PYTHON``, never the image's own ``python``.
     - ``model_dir`` is a directory inside the container holding a Hugging Face causal LM
       (``config.json``, safetensors weights, ``tokenizer.json``); for preset images it is
       ``catalog.WEIGHTS_PATH``. Nothing is downloaded.
@@ -38,7 +43,7 @@ def runtime_container_command(model_dir: str, port: int, max_input_tokens: int, 
     if not 0 < max_input_tokens < max_total_tokens:
         raise ValueError(f"need 0 < max_input_tokens < max_total_tokens, got {max_input_tokens} and {max_total_tokens}")
     return [
-        "python",
+        RUNTIME_PYTHON,
         "-m",
         "model_images.runtime",
         "serve",

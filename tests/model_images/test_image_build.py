@@ -18,6 +18,7 @@ from model_images.images.build import BuildError, obtain_weights, plan_build, wr
 from model_images.images.matrix import build_matrix
 from model_images.images.recipe import render_dockerfile
 from model_images.images.weights import WeightsError, check_weights
+from model_images.runtime.command import RUNTIME_DIR, runtime_container_command
 
 
 def lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
@@ -59,7 +60,12 @@ def test_recipe_is_pinned_and_puts_the_weights_where_the_operator_looks(preset_n
     assert ("COPY", f"weights/ {WEIGHTS_PATH}/") in steps
     assert f'sh.kaito.model-revision="{preset.revision or "unknown"}"' in dockerfile
     assert "HF_HUB_OFFLINE=1" in dockerfile
-    assert "$" not in dockerfile.replace("${", "")  # every placeholder was filled
+    assert "$" not in dockerfile.replace("${", "").replace("$(", "")  # every placeholder was filled
+    # The transformers runtime the operator runs for `kaito.sh/runtime: transformers` is in the image.
+    command = runtime_container_command(WEIGHTS_PATH, 5000, 1024, 2048)
+    assert ("RUN", f'{command[0]} -c "import model_images.runtime.serve"') in steps
+    assert ("COPY", f"runtime/ {RUNTIME_DIR}/src/") in steps
+    assert "'transformers<5,>=4.57'" in dockerfile
 
 
 # --- the matrix -----------------------------------------------------------------------------------
@@ -134,6 +140,9 @@ def test_build_context_from_a_local_weights_directory(tiny_model_dir: Path, tmp_
     assert manifest["weights_path"] == WEIGHTS_PATH
     assert manifest["revision"] == get("falcon-7b").revision
     assert manifest["files"]["model.safetensors"] == (tiny_model_dir / "model.safetensors").stat().st_size
+
+    staged_runtime = context / "runtime" / "model_images" / "runtime"
+    assert (staged_runtime / "serve.py").is_file() and not (staged_runtime / "__pycache__").exists()
 
     # What goes into the image is a model the runtime can load.
     from model_images.runtime.loader import load_model

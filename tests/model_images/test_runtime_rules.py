@@ -213,7 +213,7 @@ def test_prompt_from_the_tokenizer_template_or_a_fallback() -> None:
 def test_runtime_container_command() -> None:
     command = runtime_container_command("/workspace/weights", 5000, 1024, 2048)
     assert command == [
-        "python",
+        "/opt/kaito-runtime/bin/python",
         "-m",
         "model_images.runtime",
         "serve",
