@@ -238,7 +238,11 @@ def up(args: argparse.Namespace) -> int:
 
 def down(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args)
-    stopped = stop_from_state(state_dir)
+    try:
+        stopped = stop_from_state(state_dir)
+    except ControlPlaneError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if stopped:
         print(f"stopped {', '.join(stopped)}; removed {state_dir}", file=sys.stderr)
     else:

@@ -40,6 +40,8 @@ Profile = Literal["apiserver", "full"]
 PROFILES: Final[tuple[Profile, ...]] = ("apiserver", "full")
 STAGES_FILE: Final = Path(__file__).resolve().parent / "kwok" / "stages.yaml"
 STATE_FILE: Final = "state.json"
+MARKER_FILE: Final = ".kaito-sandbox"
+"""Marks a folder as a sandbox state folder: only such folders (or empty ones) are ever wiped."""
 LOG_TAIL_LINES: Final = 40
 _PR_SET_PDEATHSIG: Final = 1
 
@@ -121,9 +123,11 @@ class ControlPlane:
                 f"a control plane is already running from {self.state_dir}; stop it with "
                 f"`kaito sandbox down --state-dir {self.state_dir}` or pick another --state-dir"
             )
+        _refuse_foreign_folder(self.state_dir)
         binaries = self.binaries or ensure_binaries(self.out)
         shutil.rmtree(self.state_dir, ignore_errors=True)
         self.log_dir.mkdir(parents=True)
+        (self.state_dir / MARKER_FILE).write_text("state of a kaito sandbox; `kaito sandbox down` removes it\n")
         self.pki = write_control_plane_pki(self.state_dir / "pki")
         self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kwok")}
         self._write_kubeconfig()
@@ -366,6 +370,14 @@ class ControlPlane:
         (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
+def _refuse_foreign_folder(state_dir: Path) -> None:
+    """Never wipe a folder the sandbox did not make (a mistyped --state-dir could be anything)."""
+    if state_dir.exists() and any(state_dir.iterdir()) and not (state_dir / MARKER_FILE).exists():
+        raise ControlPlaneError(
+            f"{state_dir} is not empty and is not a sandbox state folder; choose an empty or new --state-dir"
+        )
+
+
 def _same_process(pid: int, executable: str) -> bool:
     """Guards against pid reuse: only signal a pid still running the binary we started."""
     try:
@@ -426,6 +438,7 @@ def stop_from_state(state_dir: Path, remove: bool = True) -> list[str]:
             if _same_process(entry["pid"], entry["executable"]):
                 _terminate_group(entry["pid"], grace=10.0)
                 stopped.append(entry["name"])
-    if remove:
+    if remove and state_dir.exists():
+        _refuse_foreign_folder(state_dir)
         shutil.rmtree(state_dir, ignore_errors=True)
     return stopped

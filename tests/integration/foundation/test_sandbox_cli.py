@@ -74,3 +74,20 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "control-plane processes outlived `kaito sandbox up`"
         time.sleep(0.1)  # poll interval while waiting for processes to exit
     assert not state.exists()
+
+
+def test_a_folder_the_sandbox_did_not_make_is_never_wiped(tmp_path: Path) -> None:
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    for verb in (["up", "--profile", "apiserver", "--exit-when-ready"], ["down"]):
+        result = subprocess.run(
+            [*KAITO, "sandbox", *verb, "--state-dir", str(precious)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 1, result.stderr
+        assert "is not a sandbox state folder" in result.stderr
+    assert (precious / "notes.txt").read_text() == "keep me"
