@@ -348,7 +348,7 @@ class AksCloudProvider:
                     polling=self._polling(),
                 )
         except (ValueError, TypeError, KeyError) as error:
-            raise errors.InvalidParameters(f"unreadable continuation token for {operation.name}: {error}") from error
+            raise errors.UnreadableOperation(f"unreadable continuation token for {operation.name}: {error}") from error
         yield poller
 
     # --- the CloudProvider protocol --------------------------------------------------------------

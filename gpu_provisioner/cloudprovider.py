@@ -105,7 +105,7 @@ class CloudProvider(Protocol):
         When a create finishes, returns the instance. When it failed, raises the failure kind
         (e.g. ``InsufficientCapacity`` for an allocation failure, ``OperationFailed`` otherwise).
         A delete whose instance is already gone is done. A token this provider cannot read raises
-        ``InvalidParameters``.
+        ``UnreadableOperation`` (callers then forget it and look at the instance again).
         """
         ...
 

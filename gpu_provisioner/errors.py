@@ -93,6 +93,14 @@ class InvalidParameters(CloudError):
     permanent = True
 
 
+class UnreadableOperation(InvalidParameters):
+    """A continuation token the provider cannot read (one written by an older SDK before an upgrade,
+    or an edited annotation). Nothing is wrong with the instance: callers forget the operation and
+    look at the instance afresh instead of failing the request for good."""
+
+    reason = "UnreadableOperation"
+
+
 class OperationFailed(CloudError):
     """A long-running operation ended ``Failed`` or ``Canceled`` for a reason none of the classes
     above names. Not permanent: sending the same request again is how AKS repairs a failed pool,

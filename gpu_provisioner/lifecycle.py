@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from gpu_provisioner import agentpool
 from gpu_provisioner import conditions as cond
-from gpu_provisioner.cloudprovider import CloudProvider, InstanceSpec, Operation
+from gpu_provisioner.cloudprovider import CloudProvider, InstanceSpec, Operation, OperationProgress
 from gpu_provisioner.errors import (
     CloudError,
     InvalidParameters,
@@ -33,6 +33,7 @@ from gpu_provisioner.errors import (
     OperationInProgress,
     Transient,
     Unauthorized,
+    UnreadableOperation,
 )
 from gpu_provisioner.quantity import InvalidQuantity, parse_quantity
 from gpu_provisioner.settings import ProvisionerSettings, parse_selector, selector_matches
@@ -242,10 +243,10 @@ class MachineReconciler:
             return
         operation = self._remembered(draft, "create")
         try:
-            if operation is None:
+            progress = await self._poll_readable(draft, operation)
+            if progress is None:
                 await self._start_create(draft, spec)
                 return
-            progress = await self._cloud.poll(operation)
         except CloudError as error:
             self._launch_error(draft, error, request)
             return
@@ -256,6 +257,19 @@ class MachineReconciler:
             return
         self._drop(draft)
         self._launched(draft, spec)
+
+    async def _poll_readable(self, draft: _Draft, operation: Operation | None) -> OperationProgress | None:
+        """Look at ``operation``; None when there is none to look at, or its token is one the cloud
+        cannot read (e.g. written by an older SDK): then it is forgotten and the caller starts over,
+        which looks at the pool first, rather than failing the Machine or retrying that token for ever."""
+        if operation is None:
+            return None
+        try:
+            return await self._cloud.poll(operation)
+        except UnreadableOperation as error:
+            LOG.warning("machine %s: forgetting the %s operation: %s", draft.name, operation.kind, error)
+            self._drop(draft)
+            return None
 
     async def _start_create(self, draft: _Draft, spec: InstanceSpec) -> None:
         # Look before PUTting: the pool may exist from a create whose token we lost (a restart
@@ -557,15 +571,14 @@ class MachineReconciler:
         if wait is not None:
             draft.requeue.append(wait)
             return False
-        operation = self._remembered(draft, "delete")
         try:
-            if operation is None:
+            progress = await self._poll_readable(draft, self._remembered(draft, "delete"))
+            if progress is None:
                 operation = await self._cloud.delete(draft.name)
                 self._keep(draft, operation)
                 draft.events.append(("Normal", "DeletingAgentPool", f"Deleting AKS agent pool {draft.name}"))
                 self._hold(draft, "delete", self._settings.poll_interval_s)
                 return False
-            progress = await self._cloud.poll(operation)
         except NotFound:
             return True
         except CloudError as error:

@@ -14,6 +14,7 @@ from provisioner_helpers import FAST, a_spec, until_done
 
 from gpu_provisioner import errors
 from gpu_provisioner.aks import AksCloudProvider
+from gpu_provisioner.cloudprovider import Operation
 from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
 from sandbox.aks_simulator import AksSimulator, Fault
 
@@ -277,3 +278,8 @@ async def test_a_wrong_tenant_is_refused(azure_settings: AzureSettings) -> None:
 def test_a_provider_without_identity_refuses_to_start_with_the_missing_names() -> None:
     with pytest.raises(ValueError, match="AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE"):
         AksCloudProvider(AzureSettings(subscription_id="s", resource_group="r", cluster_name="c"))
+
+
+async def test_a_token_the_sdk_cannot_read_is_an_unreadable_operation(provider: AksCloudProvider) -> None:
+    with pytest.raises(errors.UnreadableOperation, match="unreadable continuation token for gpu1"):
+        await provider.poll(Operation(kind="create", name="gpu1", token="bm90IGEgdG9rZW4="))

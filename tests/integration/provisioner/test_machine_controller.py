@@ -8,7 +8,9 @@ label (its namespace's name) and the provisioner's machine selector.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import pickle
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -324,3 +326,34 @@ async def test_a_create_already_running_without_our_token_is_waited_for_not_repe
         assert "Creating" in condition(machine, c.COND_MACHINE_LAUNCHED)["message"]
         await wait_for(kube, MACHINE, name, has_condition("Ready", "True"), what="Machine Ready")
     assert not simulator.requests_for("PUT", name), "no PUT: the running create was awaited"
+
+
+# A continuation token of an older azure-core (a pickle), as a Machine annotated before an SDK upgrade
+# would hold: the new SDK refuses to read it.
+PRE_UPGRADE_TOKEN = base64.b64encode(pickle.dumps({"initial_response": "..."})).decode()
+
+
+async def test_a_create_token_the_sdk_cannot_read_is_forgotten_not_a_permanent_failure(rig: Rig) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    name = unique_name()
+    token = json.dumps({"kind": "create", "token": PRE_UPGRADE_TOKEN})
+    await rig.create_machine(name, annotations={ANNOTATION_OPERATION: token})
+    async with rig.operator():
+        machine = await wait_for(kube, MACHINE, name, has_condition("Ready", "True"), what="Machine Ready")
+    assert [r.status for r in simulator.requests_for("PUT", name)] == [201]
+    assert ANNOTATION_OPERATION not in machine["metadata"].get("annotations", {})  # type: ignore[index]
+
+
+async def test_a_delete_token_the_sdk_cannot_read_is_forgotten_and_the_pool_still_deleted(rig: Rig) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    name = unique_name()
+    async with rig.operator():
+        await rig.create_machine(name)
+        await wait_for(kube, MACHINE, name, has_condition("Ready", "True"), what="Machine Ready")
+    token = json.dumps({"kind": "delete", "token": PRE_UPGRADE_TOKEN})
+    await kube.patch(MACHINE, name, {"metadata": {"annotations": {ANNOTATION_OPERATION: token}}})
+    await kube.delete(MACHINE, name)  # our finalizer holds it until the pool is gone
+    async with rig.operator():
+        await wait_for(kube, MACHINE, name, gone, what="Machine gone")
+    assert name not in simulator.cluster.pools
+    assert [r.status for r in simulator.requests_for("DELETE", name)] == [202]
