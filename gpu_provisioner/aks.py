@@ -155,7 +155,13 @@ class _IdentityCredential:
         self._credential = credential
         self._who = f"client id {client_id}, tenant {tenant_id}"
 
-    def _refused(self, error: AzureError) -> errors.Unauthorized:
+    def _refused(self, error: ClientAuthenticationError) -> errors.CloudError:
+        status = getattr(error.response, "status_code", None)
+        if status in (408, 429) or (status is not None and status >= 500):
+            # Entra ID throttled or failed: nothing is wrong with the identity, so retry as for ARM.
+            return errors.Transient(
+                f"Entra ID did not issue a token ({status}): {error.message}", retry_after=_retry_after(error)
+            )
         return errors.Unauthorized(
             f"Entra ID refused the workload identity ({self._who}): {error.message}. {IDENTITY_SETUP_HINT}"
         )
@@ -276,7 +282,7 @@ class AksCloudProvider:
                     client_id=azure.client_id,
                     token_file_path=str(azure.federated_token_file),
                     authority=azure.authority_host,
-                    retry_total=1,
+                    retry_total=0,  # as for ARM: the controller retries, honouring Retry-After
                     **transport,
                 ),
                 client_id=str(azure.client_id),

@@ -283,3 +283,13 @@ def test_a_provider_without_identity_refuses_to_start_with_the_missing_names() -
 async def test_a_token_the_sdk_cannot_read_is_an_unreadable_operation(provider: AksCloudProvider) -> None:
     with pytest.raises(errors.UnreadableOperation, match="unreadable continuation token for gpu1"):
         await provider.poll(Operation(kind="create", name="gpu1", token="bm90IGEgdG9rZW4="))
+
+
+async def test_entra_id_throttling_or_failing_is_transient_not_a_refused_identity(
+    provider: AksCloudProvider, simulator: AksSimulator
+) -> None:
+    simulator.add_fault(Fault(target="TOKEN", status=503, code="temporarily_unavailable", message="try later"))
+    with pytest.raises(errors.Transient, match="Entra ID did not issue a token \\(503\\)"):
+        await provider.list()
+    assert len(simulator.requests_for("TOKEN")) == 1, "no retry sleeping inside the call"
+    assert await provider.list() == []  # the next try gets a token
