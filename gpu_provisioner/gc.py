@@ -75,7 +75,11 @@ class GarbageCollector:
             return Result(self._settings.gc_interval_s)
         orphans = self.orphans(pools)
         if orphans:
-            await asyncio.gather(*(self._collect(pool) for pool in orphans))
+            # Every deletion runs to its end: one that fails must not leave the others unattended.
+            outcomes = await asyncio.gather(*(self._collect(pool) for pool in orphans), return_exceptions=True)
+            for pool, outcome in zip(orphans, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    LOG.warning("garbage collection: collecting agent pool %s failed: %s", pool.name, outcome)
         self._wake_machines_without_nodes()
         return Result(self._settings.gc_interval_s)
 
