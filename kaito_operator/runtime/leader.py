@@ -66,7 +66,8 @@ class LeaderElector:
             last_renewal = self._clock.monotonic()
             while True:
                 await self._clock.sleep(self._retry_period)
-                if await self._try_acquire_or_renew():
+                remaining = last_renewal + self._renew_deadline - self._clock.monotonic()
+                if await self._renew_within(remaining):
                     last_renewal = self._clock.monotonic()
                 elif self._clock.monotonic() - last_renewal >= self._renew_deadline:
                     self.leading.clear()
@@ -75,6 +76,22 @@ class LeaderElector:
             if self.leading.is_set():
                 await asyncio.shield(self._release())
             raise
+
+    async def _renew_within(self, seconds: float) -> bool:
+        """One renewal, given up after ``seconds``: a hung request (the client's timeout is longer
+        than the lease) must not keep us acting after another candidate may have taken over."""
+        attempt = asyncio.ensure_future(self._try_acquire_or_renew())
+        deadline = asyncio.ensure_future(self._clock.sleep(max(0.0, seconds)))
+        try:
+            await asyncio.wait([attempt, deadline], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            attempt.cancel()  # a no-op when it finished
+            deadline.cancel()
+            await asyncio.gather(attempt, deadline, return_exceptions=True)
+        if attempt.cancelled():
+            log.warning("renewing lease %s did not finish in %.1fs", self.name, seconds)
+            return False
+        return attempt.result()
 
     async def _try_acquire_or_renew(self) -> bool:
         try:
