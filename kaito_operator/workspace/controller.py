@@ -125,18 +125,19 @@ class WorkspaceReconciler:
         if obj is None:
             self._created.pop(key, None)
             return Result()
+        if _meta(obj).get("deletionTimestamp"):
+            # Before reading the spec: a Workspace this version cannot read must still be deletable.
+            return await self._finalize(key, obj)
         try:
             workspace = Workspace.model_validate(obj)
         except ValidationError as error:
             raise PermanentError(f"workspace {key} cannot be read: {error}") from error
-        if _meta(obj).get("deletionTimestamp"):
-            return await self._finalize(key, obj, workspace)
         if c.WORKSPACE_FINALIZER not in (_meta(obj).get("finalizers") or []):
             obj = await self._add_finalizer(key, obj)
         return await self._sync(key, obj, workspace)
 
     # --- deletion ----------------------------------------------------------------------------------
-    async def _finalize(self, key: ObjectKey, obj: dict[str, Any], workspace: Workspace) -> Result:
+    async def _finalize(self, key: ObjectKey, obj: dict[str, Any]) -> Result:
         if c.WORKSPACE_FINALIZER not in (_meta(obj).get("finalizers") or []):
             return Result()
         await self._write_status(obj, Observation(generation=self._generation(obj), count=0, deleting=True), None)
@@ -292,8 +293,6 @@ class WorkspaceReconciler:
         if made:
             await self._recorder.normal(obj, "CreateMachine", f"creating {len(made)} machines: {', '.join(made)}")
         for result in results:
-            if isinstance(result, ApiError):
-                raise result
             if isinstance(result, BaseException):
                 raise result
 
