@@ -137,9 +137,9 @@ class Operator:
 
     async def run(self, stop: asyncio.Event, *, serve_http: bool = True) -> int:
         """Run until ``stop`` is set (or a background task crashes); returns the exit code."""
-        if serve_http:
-            await self.start_http()
         try:
+            if serve_http:
+                await self.start_http()  # inside: a port in use must not leave the other one bound
             return await self.manager.run(stop)
         finally:
             for runner in self._runners:
@@ -211,8 +211,13 @@ async def build_operator(
         leader_elector=elector,
     )
     context = OperatorContext(manager=manager, client=kube, settings=settings, metrics=metrics, clock=clock)
-    built = [factory(context) for factory in controllers]
-    return Operator(context=context, controllers=built, api_client=api_client, owns_api_client=owns_api_client)
+    operator = Operator(context=context, controllers=[], api_client=api_client, owns_api_client=owns_api_client)
+    try:
+        operator.controllers.extend(factory(context) for factory in controllers)
+    except BaseException:
+        await operator.aclose()  # what the factories opened so far, and our API client
+        raise
+    return operator
 
 
 def configure_logging(level: str) -> None:

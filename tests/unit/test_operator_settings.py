@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import pytest
 
@@ -51,3 +52,27 @@ def test_run_flags() -> None:
     register(sub, lambda module, function: lambda args: 0)
     args = parser.parse_args(["run", "--metrics-port", "0", "--concurrency", "3", "--kubeconfig", "/k"])
     assert (args.metrics_port, args.concurrency, args.kubeconfig, args.health_port) == (0, 3, "/k", None)
+
+
+async def test_a_failing_controller_factory_closes_what_was_opened() -> None:
+    from kaito_operator.manager import OperatorContext, build_operator
+
+    closed: list[str] = []
+
+    class ApiClient:
+        async def close(self) -> None:
+            closed.append("api client")
+
+    def opens_something(context: OperatorContext) -> Any:
+        async def close() -> None:
+            closed.append("sdk client")
+
+        context.on_close(close)
+        return context.manager.controller("first", object())  # type: ignore[arg-type]
+
+    def fails(context: OperatorContext) -> Any:
+        raise RuntimeError("AZURE_CLIENT_ID is not set")
+
+    with pytest.raises(RuntimeError, match="AZURE_CLIENT_ID"):
+        await build_operator(Settings(), api_client=ApiClient(), controllers=[opens_something, fails])
+    assert closed == ["sdk client"]  # a client passed in stays the caller's to close
