@@ -224,7 +224,10 @@ class KubeClient:
             async for line in response.content:
                 if not line.strip():
                     continue
-                event = json.loads(line)
+                try:
+                    event = json.loads(line)
+                except ValueError as error:  # a line cut short: resume the watch, do not crash the informer
+                    raise ApiError(0, "MalformedEvent", str(error), verb="watch", path=path) from error
                 if event.get("type") == "ERROR":
                     status = event.get("object") or {}
                     raise ApiError(
