@@ -75,8 +75,6 @@ class Controller:
         self._informers: list[Informer] = []
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     # --- wiring ------------------------------------------------------------------------------------
     def watch(self, informer: Informer, mapper: Mapper = map_to_self, predicate: Predicate | None = None) -> None:

@@ -6,9 +6,11 @@
   preset that does not fit). The reconciler has already reported it (condition + Event); the loop
   logs it and does *not* requeue, so there is no hot loop. A watch event on the object (the user
   fixing it) brings the key back.
-- ``ApiError``: an HTTP error from the API server, translated once at the client edge. It is a
-  TransientError or a PermanentError depending on the status code, and carries the status
-  ``reason`` ("NotFound", "AlreadyExists", "Conflict", ...) so callers can test ``not_found`` etc.
+- ``ApiError``: an HTTP error from the API server, translated once at the client edge. It is
+  neither of the two: ``transient`` says whether its status code is worth retrying, and it carries
+  the status ``reason`` ("NotFound", "AlreadyExists", "Conflict", ...) so callers can test
+  ``not_found`` etc. The loop retries every ApiError with backoff (a non-transient one counts as
+  "unexpected"); a reconciler that knows a refusal is final reports it and raises PermanentError.
 """
 
 from __future__ import annotations

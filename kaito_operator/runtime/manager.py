@@ -134,17 +134,7 @@ class Manager:
         self._started = True
         for (kind, _, _), informer in self._informers.items():
             self._informer_tasks.spawn(informer.run(), f"informer-{kind}")
-        syncs = [asyncio.ensure_future(i.wait_synced()) for i in self._informers.values()]
-        failed = asyncio.ensure_future(self._done.wait())
-        all_synced: asyncio.Future[Any] = asyncio.gather(*syncs)
-        try:
-            await asyncio.wait([all_synced, failed], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for future in [*syncs, failed]:
-                future.cancel()
-            all_synced.cancel()
-            await asyncio.gather(*syncs, failed, all_synced, return_exceptions=True)
-        if self.failure is not None or self._stopping:
+        if not await self._first(self._all_synced()):
             return
         if self.leader_elector is not None:
             # Caches stay warm on a standby; only the leader runs controllers.
@@ -160,6 +150,9 @@ class Manager:
             controller.start(self._worker_tasks)
         self._running.set()
 
+    async def _all_synced(self) -> None:
+        await asyncio.gather(*(informer.wait_synced() for informer in self._informers.values()))
+
     async def _first(self, awaitable: Coroutine[Any, Any, Any]) -> bool:
         """Await ``awaitable`` unless the manager stops first; True when it completed."""
         waiting = asyncio.ensure_future(awaitable)
@@ -174,14 +167,7 @@ class Manager:
 
     async def wait_running(self) -> bool:
         """Wait until the controllers run (True) or the manager stopped first (False)."""
-        running = asyncio.ensure_future(self._running.wait())
-        done = asyncio.ensure_future(self._done.wait())
-        try:
-            await asyncio.wait([running, done], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            running.cancel()
-            done.cancel()
-            await asyncio.gather(running, done, return_exceptions=True)
+        await self._first(self._running.wait())
         return self._running.is_set() and self.failure is None
 
     async def stop(self) -> None:
