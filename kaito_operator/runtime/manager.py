@@ -185,13 +185,18 @@ class Manager:
         """Start, run until ``stop`` is set or a background task crashes, then stop. Exit code."""
         stop_wait = asyncio.ensure_future(stop.wait())
         done_wait = asyncio.ensure_future(self._done.wait())
+        # Starting can wait for ever (an unreachable API server, a standby waiting for the Lease):
+        # a stop request must end it too.
+        starting = asyncio.ensure_future(self.start())
         try:
-            await self.start()
-            await asyncio.wait([stop_wait, done_wait], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([starting, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()
+                await asyncio.wait([stop_wait, done_wait], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stop_wait.cancel()
-            done_wait.cancel()
-            await asyncio.gather(stop_wait, done_wait, return_exceptions=True)
+            for future in (starting, stop_wait, done_wait):
+                future.cancel()
+            await asyncio.gather(starting, stop_wait, done_wait, return_exceptions=True)
             await self.stop()
         return 1 if self.failure is not None else 0
 
