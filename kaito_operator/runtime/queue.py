@@ -41,7 +41,8 @@ class ExponentialBackoff:
     rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, failures: int) -> float:
-        raw = min(self.cap, self.base * 2 ** max(0, failures - 1))
+        # The exponent is bounded: after ~1000 failures 2**n no longer fits in a float (OverflowError).
+        raw = min(self.cap, self.base * 2.0 ** min(max(0, failures - 1), 64))
         spread = raw * self.jitter
         jittered: float = raw + self.rng.uniform(-spread, spread)
         return max(0.0, min(self.cap, jittered))

@@ -86,6 +86,11 @@ async def test_backoff_jitter_stays_within_its_band_and_below_the_cap() -> None:
     assert len({backoff.delay(3) for _ in range(20)}) > 1, "jitter spreads retries"
 
 
+async def test_a_key_that_fails_for_days_stays_at_the_cap() -> None:
+    backoff = ExponentialBackoff(base=0.5, cap=300.0, jitter=0.0)
+    assert backoff.delay(1100) == 300.0  # 2**1099 does not fit in a float
+
+
 async def test_retry_after_overrides_the_backoff() -> None:
     clock = FakeClock()
     queue = make_queue(clock)
