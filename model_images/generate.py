@@ -324,30 +324,19 @@ async def _within(call: Awaitable[None], timeout: float) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from text_generation.errors import (
-        BadRequestError,
-        GenerationError,
-        IncompleteGenerationError,
-        NotFoundError,
-        OverloadedError,
-        RateLimitExceededError,
-        ShardNotReadyError,
-        ShardTimeoutError,
-        UnknownError,
-        ValidationError,
-    )
+    from text_generation import errors as tgi
 
     client_errors = (
-        BadRequestError,
-        GenerationError,
-        IncompleteGenerationError,
-        NotFoundError,
-        OverloadedError,
-        RateLimitExceededError,
-        ShardNotReadyError,
-        ShardTimeoutError,
-        UnknownError,
-        ValidationError,
+        tgi.BadRequestError,
+        tgi.GenerationError,
+        tgi.IncompleteGenerationError,
+        tgi.NotFoundError,
+        tgi.OverloadedError,
+        tgi.RateLimitExceededError,
+        tgi.ShardNotReadyError,
+        tgi.ShardTimeoutError,
+        tgi.UnknownError,
+        tgi.ValidationError,
     )
 
     def out(text: str) -> None:
