@@ -100,6 +100,12 @@ class AgentPoolRecord:
         return f"aks-{self.name}-{self.vmss_digits}-vmss"
 
 
+def _fail(pool: AgentPoolRecord, operation: AsyncOperation, code: str, message: str) -> None:
+    """End an operation Failed the way AKS reports it: the pool's state and the operation's error."""
+    pool.provisioning_state = "Failed"
+    operation.finish("Failed", {"code": code, "message": message})
+
+
 def _bad(message: str, code: str = "InvalidParameter") -> ArmError:
     return ArmError(400, code, message)
 
@@ -351,19 +357,14 @@ class SimulatedCluster:
     async def _finish_create(self, pool: AgentPoolRecord, operation: AsyncOperation, failure: Fault | None) -> None:
         await asyncio.sleep(self.config.provisioning_delay_s)
         if failure is not None:
-            pool.provisioning_state = "Failed"
-            operation.finish("Failed", {"code": failure.code, "message": failure.message})
+            _fail(pool, operation, failure.code, failure.message)
             return
         if self.registrar is not None:
             try:
                 pool.node_names = [await self._register_node(pool)]
             except Exception as error:  # the simulated VM failed to join: report it as AKS would
                 LOG.exception("simulator: registering the node of pool %s failed", pool.name)
-                pool.provisioning_state = "Failed"
-                operation.finish(
-                    "Failed",
-                    {"code": "VMExtensionProvisioningError", "message": f"Node did not join: {error}"},
-                )
+                _fail(pool, operation, "VMExtensionProvisioningError", f"Node did not join: {error}")
                 return
         pool.provisioning_state = "Succeeded"
         operation.finish("Succeeded")
@@ -397,16 +398,14 @@ class SimulatedCluster:
     async def _finish_delete(self, pool: AgentPoolRecord, operation: AsyncOperation, failure: Fault | None) -> None:
         await asyncio.sleep(self.config.deletion_delay_s)
         if failure is not None:
-            pool.provisioning_state = "Failed"
-            operation.finish("Failed", {"code": failure.code, "message": failure.message})
+            _fail(pool, operation, failure.code, failure.message)
             return
         if self.registrar is not None:
             try:
                 await self.registrar.remove_pool_nodes(pool.name)
             except Exception as error:
                 LOG.exception("simulator: removing the nodes of pool %s failed", pool.name)
-                pool.provisioning_state = "Failed"
-                operation.finish("Failed", {"code": "InternalOperationError", "message": str(error)})
+                _fail(pool, operation, "InternalOperationError", str(error))
                 return
         self.pools.pop(pool.name.lower(), None)
         operation.finish("Succeeded")
