@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -23,7 +22,15 @@ from kubernetes_asyncio import client
 from kaito_operator.api import constants as c
 from kaito_operator.api.crds import all_crds
 from sandbox.binaries import BinaryError, ensure_binaries
-from sandbox.controlplane import ControlPlane, ControlPlaneError, Profile, default_state_dir, stop_from_state
+from sandbox.controlplane import (
+    ControlPlane,
+    ControlPlaneError,
+    Profile,
+    default_state_dir,
+    free_port,
+    http_probe,
+    stop_from_state,
+)
 from sandbox.kube import REQUEST_TIMEOUT, api_client_from_kubeconfig, apply_objects, install_crds, load_manifests
 
 
@@ -74,7 +81,6 @@ async def _wait_workspaces_ready(api: Any, workspaces: list[tuple[str, str]], ti
 
 def _start_operator(plane: ControlPlane, env_file: Path) -> None:
     """Run `kaito run` beside the control plane with the simulator's settings from operator.env."""
-    from sandbox.controlplane import free_port
 
     health_port = free_port()
     environment = {**os.environ, **_read_env_file(env_file)}
@@ -83,7 +89,7 @@ def _start_operator(plane: ControlPlane, env_file: Path) -> None:
         "KAITO_METRICS_PORT": str(free_port()),
         "KAITO_BIND_ADDRESS": "127.0.0.1",
     }
-    probe = _http_ok(f"http://127.0.0.1:{health_port}/readyz")
+    probe = http_probe(f"http://127.0.0.1:{health_port}/readyz")
     plane.add_process("operator", [sys.executable, "-m", "kaito_operator.cli", "run"], probe, env=environment)
 
 
@@ -94,17 +100,6 @@ def _read_env_file(path: Path) -> dict[str, str]:
         if key:
             values[key] = shlex.split(raw)[0] if raw else ""
     return values
-
-
-def _http_ok(url: str) -> Callable[[], bool]:
-    def probe() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    return probe
 
 
 OPERATOR_ENV = "operator.env"
@@ -125,7 +120,6 @@ def _simulator_info(plane: ControlPlane) -> dict[str, Any] | None:
 
 def _start_simulator(plane: ControlPlane, delay: float, faults: list[dict[str, object]]) -> Path:
     """Run the AKS + Entra ID simulator beside the control plane; write operator.env; return its path."""
-    from sandbox.controlplane import free_port
 
     aks_dir = plane.state_dir / "aks"
     aks_dir.mkdir(exist_ok=True)

@@ -134,7 +134,7 @@ class ControlPlane:
         deadline = time.monotonic() + timeout
         try:
             self._spawn("etcd", self._etcd_argv(binaries))
-            self._await("etcd", deadline, self._http_probe(f"http://127.0.0.1:{self.ports['etcd']}/health"))
+            self._await("etcd", deadline, http_probe(f"http://127.0.0.1:{self.ports['etcd']}/health"))
             self._spawn("kube-apiserver", self._apiserver_argv(binaries))
             self._await("kube-apiserver", deadline, self._apiserver_probe("/readyz"))
             if self.profile == "full":
@@ -145,10 +145,10 @@ class ControlPlane:
                 insecure.check_hostname = False
                 insecure.verify_mode = ssl.CERT_NONE
                 kcm = f"https://127.0.0.1:{self.ports['kcm']}/healthz"
-                self._await("kube-controller-manager", deadline, self._http_probe(kcm, insecure))
+                self._await("kube-controller-manager", deadline, http_probe(kcm, insecure))
                 scheduler = f"https://127.0.0.1:{self.ports['scheduler']}/healthz"
-                self._await("kube-scheduler", deadline, self._http_probe(scheduler, insecure))
-                self._await("kwok", deadline, self._http_probe(f"http://127.0.0.1:{self.ports['kwok']}/healthz"))
+                self._await("kube-scheduler", deadline, http_probe(scheduler, insecure))
+                self._await("kwok", deadline, http_probe(f"http://127.0.0.1:{self.ports['kwok']}/healthz"))
                 # Pods are refused in a namespace until the controller-manager made its ServiceAccount.
                 default_sa = "/api/v1/namespaces/default/serviceaccounts/default"
                 self._await("kube-controller-manager", deadline, self._apiserver_probe(default_sa))
@@ -221,21 +221,11 @@ class ControlPlane:
                 raise ControlPlaneError(f"{name} was not ready in time; last lines of {proc.log}:\n{proc.tail()}")
             time.sleep(0.2)  # a health-check poll interval, not synchronisation
 
-    def _http_probe(self, url: str, context: ssl.SSLContext | None = None) -> Callable[[], bool]:
-        def probe() -> bool:
-            try:
-                with urllib.request.urlopen(url, timeout=2, context=context) as response:
-                    return bool(response.status == 200)
-            except (urllib.error.URLError, OSError, ssl.SSLError):
-                return False
-
-        return probe
-
     def _apiserver_probe(self, path: str) -> Callable[[], bool]:
         assert self.pki is not None
         context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
         context.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
-        return self._http_probe(f"{self.server}{path}", context)
+        return http_probe(f"{self.server}{path}", context)
 
     # --- component flags ------------------------------------------------------------------
 
@@ -368,6 +358,19 @@ class ControlPlane:
             "processes": [{"name": p.name, "pid": p.pid, "executable": p.argv[0]} for p in self.processes],
         }
         (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def http_probe(url: str, context: ssl.SSLContext | None = None) -> Callable[[], bool]:
+    """A readiness check: True once ``url`` answers 200."""
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError, ssl.SSLError):
+            return False
+
+    return probe
 
 
 def _refuse_foreign_folder(state_dir: Path) -> None:
