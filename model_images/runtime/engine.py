@@ -255,17 +255,21 @@ class Engine:
                 self._active = []
                 self._batch.clear()
                 continue
-            self._observe_step(phase, step_rows, started, joiners)
+            if step_rows:
+                self._observe_step(phase, step_rows, started, joiners)
             for handle, event in deliveries:
                 handle._queue.put_nowait(event)
 
     def _step(self, joiners: list[_Sequence]) -> tuple[int, list[tuple[GenerationHandle, TokenEvent]]]:
         """One model step, in the worker thread: admit ``joiners`` (prefill) or decode everyone.
 
-        Returns how many rows the model ran on, and the events to deliver.
+        Returns how many rows the model ran on (0 when every running request was cancelled and
+        none joins: nothing to run), and the events to deliver.
         """
         with torch.inference_mode():
             self._retain([i for i, s in enumerate(self._active) if not s.handle.cancelled])
+            if not joiners and not self._active:
+                return 0, []
             if joiners:
                 first_row = self._batch.size
                 all_logits = any(s.wants_prefill_details for s in joiners)
