@@ -129,12 +129,14 @@ def write_build_context(plan: BuildPlan, source: Path) -> WeightsReport:
 
 
 def _stage_runtime(target: Path) -> None:
-    """The runtime's sources (``model_images/runtime``), which the image installs beside TGI."""
+    """The runtime's sources (``model_images/runtime``), which the image installs beside TGI, and
+    ``model_images/cli.py``, which ``python -m model_images.runtime`` (the container command) imports."""
     package = Path(__file__).resolve().parents[1]
     if target.exists():
         shutil.rmtree(target)
     (target / "model_images").mkdir(parents=True)
-    shutil.copy2(package / "__init__.py", target / "model_images" / "__init__.py")
+    for module in ("__init__.py", "cli.py"):
+        shutil.copy2(package / module, target / "model_images" / module)
     shutil.copytree(
         package / "runtime", target / "model_images" / "runtime", ignore=shutil.ignore_patterns("__pycache__")
     )

@@ -7,6 +7,8 @@ import argparse
 import importlib
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,6 +67,7 @@ def test_recipe_is_pinned_and_puts_the_weights_where_the_operator_looks(preset_n
     command = runtime_container_command(WEIGHTS_PATH, 5000, 1024, 2048)
     assert ("RUN", f'{command[0]} -c "import model_images.runtime.serve"') in steps
     assert ("COPY", f"runtime/ {RUNTIME_DIR}/src/") in steps
+    assert ("RUN", f"{command[0]} {' '.join(command[1:4])} --help > /dev/null") in steps
     assert "'transformers<5,>=4.57'" in dockerfile
 
 
@@ -143,6 +146,17 @@ def test_build_context_from_a_local_weights_directory(tiny_model_dir: Path, tmp_
 
     staged_runtime = context / "runtime" / "model_images" / "runtime"
     assert (staged_runtime / "serve.py").is_file() and not (staged_runtime / "__pycache__").exists()
+    # The container command, `python -m model_images.runtime serve`, runs from the staged sources
+    # alone (-S: no site-packages, so not this checkout's installed kaito-py).
+    help_run = subprocess.run(
+        [sys.executable, "-S", "-m", "model_images.runtime", "serve", "--help"],
+        cwd=context / "runtime",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert help_run.returncode == 0, help_run.stderr
 
     # What goes into the image is a model the runtime can load.
     from model_images.runtime.loader import load_model
