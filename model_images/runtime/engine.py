@@ -210,7 +210,7 @@ class Engine:
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="kaito-runtime-engine")
-            self._task.add_done_callback(_report_exit)
+            self._task.add_done_callback(self._on_exit)
 
     async def stop(self) -> None:
         """Stop stepping; requests still queued or running fail with a generation error."""
@@ -223,11 +223,22 @@ class Engine:
             await asyncio.wait_for(self._task, timeout=STOP_TIMEOUT_SECONDS)
         except (asyncio.CancelledError, TimeoutError):
             logger.warning("the engine did not stop within %s s", STOP_TIMEOUT_SECONDS)
-        error = GenerationError("the server is shutting down")
+        except Exception:  # the task crashed earlier; _on_exit logged it
+            pass
+        self._fail_pending(GenerationError("the server is shutting down"))
+
+    def _fail_pending(self, error: GenerationError) -> None:
         for sequence in [*self._active, *self._waiting]:
             sequence.handle._queue.put_nowait(error)
         self._active, self._waiting = [], deque()
         self._batch.clear()
+
+    def _on_exit(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        logger.error("the engine task crashed; /health now reports unhealthy", exc_info=task.exception())
+        # Nothing will step these any more: fail them rather than leave their clients waiting.
+        self._fail_pending(GenerationError(f"the engine stopped: {task.exception()!r}"))
 
     # --- the engine task ----------------------------------------------------------------------
     async def _run(self) -> None:
@@ -346,8 +357,3 @@ def _eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
     return frozenset(ids)
-
-
-def _report_exit(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("the engine task crashed; /health now reports unhealthy", exc_info=task.exception())
