@@ -56,6 +56,8 @@ class TokenChooser:
             processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
         if params.frequency_penalty != 0.0:
             processors.append(FrequencyPenaltyLogitsProcessor(params.frequency_penalty))
+        self.needs_history = len(processors) > 0
+        """Only the penalties read the ids so far; the warpers below look at the scores alone."""
         self.generator: torch.Generator | None = None
         if params.sampling:
             if params.temperature != 1.0:
@@ -70,25 +72,22 @@ class TokenChooser:
             self.generator.manual_seed(params.seed if params.seed is not None else 0)
         self.processors = processors
 
-    @property
-    def needs_history(self) -> bool:
-        return len(self.processors) > 0
-
 
 def choose_tokens(
     logits: torch.Tensor, choosers: Sequence[TokenChooser], histories: Sequence[Sequence[int]]
 ) -> list[Choice]:
     """Pick one token per row of ``logits`` (rows, vocab).
 
-    ``histories[i]`` holds row i's prompt and generated ids; it is read only by rows whose
-    penalties need it. Log-probabilities are those of the processed distribution, as TGI reports.
+    ``histories[i]`` holds row i's prompt and generated ids; it is read (and copied to the
+    device) only for rows with a penalty, not for rows that only warp the distribution.
+    Log-probabilities are those of the processed distribution, as TGI reports.
     """
     scores = logits.float()
+    no_history = torch.empty((1, 0), dtype=torch.long, device=scores.device)
     for row, chooser in enumerate(choosers):
-        if chooser.needs_history:
-            history = cast(
-                torch.LongTensor, torch.tensor([list(histories[row])], dtype=torch.long, device=scores.device)
-            )
+        if chooser.processors:
+            ids = [list(histories[row])] if chooser.needs_history else no_history
+            history = cast(torch.LongTensor, torch.as_tensor(ids, dtype=torch.long, device=scores.device))
             scores[row : row + 1] = chooser.processors(history, cast(torch.FloatTensor, scores[row : row + 1]))
     logprobs = torch.log_softmax(scores, dim=-1)
     tokens = logprobs.argmax(dim=-1)

@@ -174,3 +174,19 @@ async def test_a_crashed_engine_fails_its_requests_instead_of_leaving_them_waiti
             await asyncio.wait_for(handle.completion(), timeout=30)
     assert not engine.healthy
     await asyncio.wait_for(engine.stop(), timeout=30)  # does not raise the crash again
+
+
+def test_only_penalised_rows_read_their_history() -> None:
+    from model_images.runtime.sampling import TokenChooser, choose_tokens
+    from model_images.runtime.validation import SamplingParams
+
+    class Unread(list[int]):
+        def __iter__(self) -> Any:
+            raise AssertionError("a row without penalties copied its history to the device")
+
+    warped = TokenChooser(SamplingParams(sampling=True, temperature=0.7, top_k=3, seed=1), 0, torch.device("cpu"))
+    penalised = TokenChooser(SamplingParams(repetition_penalty=2.0), 0, torch.device("cpu"))
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0]])
+    choices = choose_tokens(logits, [warped, penalised], [Unread([0, 3]), [3]])
+    assert choices[0].token_id in {1, 2, 3}  # top_k=3 was applied
+    assert choices[1].token_id == 2  # the repetition penalty read [3] and pushed token 3 below token 2
