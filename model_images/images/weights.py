@@ -53,10 +53,6 @@ class WeightsReport:
         return self.total_bytes / _GIB
 
 
-def expected_gib(preset: Preset) -> float:
-    return preset.weights_gib
-
-
 def check_weights(directory: Path, *, expected_gib: float | None = None, label: str = "the preset") -> WeightsReport:
     """Check that ``directory`` holds a loadable Hugging Face checkpoint for TGI.
 
