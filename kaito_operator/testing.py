@@ -6,7 +6,8 @@ suites and benchmarks use them too).
 - Reading conditions: ``condition``, ``has_condition``, ``is_true``, ``gone``.
 - Deadline-bounded waits, never sleeps: ``wait_for`` (watches one object), ``wait_for_item``
   (watches a collection), ``eventually`` (polls any check).
-- ``delete_quietly``: delete, ignoring API errors (for clean-up).
+- Cleaning up: ``delete_quietly`` (delete, ignoring API errors), ``force_delete`` (strip the
+  finalizers, then delete), ``force_delete_machines`` (a namespace's Machines and their nodes).
 - ``operator_settings`` and ``running_operator``: the operator built by the composition root with
   fast, local settings, running in the caller's event loop.
 
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 
 from kaito_operator.api import constants as c
 from kaito_operator.manager import DEFAULT_CONTROLLERS, ControllerFactory, Operator, build_operator
-from kaito_operator.runtime import ApiError, KubeClient, RealClock, ResourceKind, RuntimeMetrics
+from kaito_operator.runtime import MACHINE, NODE, ApiError, KubeClient, RealClock, ResourceKind, RuntimeMetrics
 from kaito_operator.settings import Settings
 
 T = TypeVar("T")
@@ -194,6 +195,27 @@ async def delete_quietly(client: KubeClient, kind: ResourceKind, name: str, name
     """Delete the object; an API error (already gone, say) is ignored."""
     with contextlib.suppress(ApiError):
         await client.delete(kind, name, namespace)
+
+
+async def force_delete(client: KubeClient, kind: ResourceKind, name: str, namespace: str | None = None) -> None:
+    """Strip the object's finalizers and delete it; already gone is fine, any other API error is raised."""
+    try:
+        await client.patch(kind, name, {"metadata": {"finalizers": None}}, namespace=namespace)
+        await client.delete(kind, name, namespace)
+    except ApiError as error:
+        if not error.not_found:
+            raise
+
+
+async def force_delete_machines(client: KubeClient, namespace: str) -> None:
+    """Force-delete the Machines labelled with ``namespace`` (``kaito.sh/workspacenamespace``) and the
+    nodes of their agent pools: what a failed test left behind."""
+    machines, _ = await client.list(MACHINE, label_selector=f"{c.LABEL_WORKSPACE_NAMESPACE}={namespace}")
+    for machine in machines:
+        name = machine["metadata"]["name"]
+        for node in (await client.list(NODE, label_selector=f"{c.LABEL_AKS_AGENTPOOL}={name}"))[0]:
+            await force_delete(client, NODE, node["metadata"]["name"])
+        await force_delete(client, MACHINE, name)
 
 
 # --- the operator in the test's loop -------------------------------------------------------------

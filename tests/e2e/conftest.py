@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from e2e_kit import EndToEnd
 
-from kaito_operator.api import constants as c
-from kaito_operator.runtime import MACHINE, NODE, WORKSPACE, ApiError, KubeClient, ResourceKind
-from kaito_operator.testing import plain_client
+from kaito_operator.runtime import WORKSPACE, KubeClient
+from kaito_operator.testing import force_delete, force_delete_machines, plain_client
 from sandbox.aks_simulator import AksSimulator, SimulatorConfig
 from sandbox.controlplane import ControlPlane
 
@@ -44,19 +43,5 @@ async def _leave_nothing(kube: KubeClient, namespace: str) -> None:
     """Whatever a failed test left: strip finalizers and delete (never part of an assertion)."""
     workspaces, _ = await kube.list(WORKSPACE, namespace)
     for workspace in workspaces:
-        await _force_delete(kube, WORKSPACE, workspace["metadata"]["name"], namespace)
-    machines, _ = await kube.list(MACHINE, label_selector=f"{c.LABEL_WORKSPACE_NAMESPACE}={namespace}")
-    for machine in machines:
-        name = machine["metadata"]["name"]
-        for node in (await kube.list(NODE, label_selector=f"{c.LABEL_AKS_AGENTPOOL}={name}"))[0]:
-            await _force_delete(kube, NODE, node["metadata"]["name"])
-        await _force_delete(kube, MACHINE, name)
-
-
-async def _force_delete(kube: KubeClient, kind: ResourceKind, name: str, namespace: str | None = None) -> None:
-    try:
-        await kube.patch(kind, name, {"metadata": {"finalizers": None}}, namespace=namespace)
-        await kube.delete(kind, name, namespace)
-    except ApiError as error:
-        if not error.not_found:
-            raise
+        await force_delete(kube, WORKSPACE, workspace["metadata"]["name"], namespace)
+    await force_delete_machines(kube, namespace)

@@ -24,8 +24,18 @@ from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
 from gpu_provisioner.setup import ProvisionerFactory
 from gpu_provisioner.testing import a_machine, fast_provisioner, provisioner_operator
 from kaito_operator.api import constants as c
-from kaito_operator.runtime import EVENT, MACHINE, NODE, ApiError, KubeClient
-from kaito_operator.testing import condition, eventually, gone, has_condition, plain_client, running_operator, wait_for
+from kaito_operator.runtime import EVENT, MACHINE, NODE, KubeClient
+from kaito_operator.testing import (
+    condition,
+    eventually,
+    force_delete,
+    force_delete_machines,
+    gone,
+    has_condition,
+    plain_client,
+    running_operator,
+    wait_for,
+)
 from sandbox.aks_simulator import AksSimulator, Fault, SimulatorConfig
 from sandbox.controlplane import ControlPlane
 
@@ -81,21 +91,7 @@ def rig(kube_api: Any, kube: KubeClient, simulator: AksSimulator, namespace: str
 @pytest.fixture(autouse=True)
 async def leave_no_machines(kube: KubeClient, namespace: str) -> AsyncIterator[None]:
     yield
-    machines, _ = await kube.list(MACHINE, label_selector=f"kaito.sh/workspacenamespace={namespace}")
-    for machine in machines:
-        name = machine["metadata"]["name"]
-        for node in (await kube.list(NODE, label_selector=f"{c.LABEL_AKS_AGENTPOOL}={name}"))[0]:
-            await _force_delete(kube, NODE, node["metadata"]["name"])
-        await _force_delete(kube, MACHINE, name)
-
-
-async def _force_delete(kube: KubeClient, kind: Any, name: str) -> None:
-    try:
-        await kube.patch(kind, name, {"metadata": {"finalizers": None}})
-        await kube.delete(kind, name)
-    except ApiError as error:
-        if not error.not_found:
-            raise
+    await force_delete_machines(kube, namespace)
 
 
 async def warning_events(kube: KubeClient, name: str) -> list[dict[str, Any]]:
@@ -242,7 +238,7 @@ async def test_a_vanished_node_makes_the_machine_not_ready(rig: Rig) -> None:
         await rig.create_machine(name)
         machine = await wait_for(kube, MACHINE, name, has_condition("Ready", "True"))
         assert machine is not None
-        await _force_delete(kube, NODE, machine["status"]["nodeName"])
+        await force_delete(kube, NODE, machine["status"]["nodeName"])
         machine = await wait_for(kube, MACHINE, name, has_condition("Ready", "False", "NodeNotFound"))
         assert machine["status"]["nodeName"] in condition(machine, "Ready")["message"]  # type: ignore[index]
 
@@ -270,7 +266,7 @@ async def test_the_garbage_collector_deletes_our_pools_that_have_no_machine(rig:
         await eventually(orphan_gone, timeout=30, what="the orphan pool to be collected")
     assert foreign in simulator.cluster.pools
     for node in (await kube.list(NODE, label_selector=f"{c.LABEL_AKS_AGENTPOOL}={foreign}"))[0]:
-        await _force_delete(kube, NODE, node["metadata"]["name"])
+        await force_delete(kube, NODE, node["metadata"]["name"])
 
 
 async def test_a_wrong_client_id_is_a_clear_machine_condition(rig: Rig) -> None:
