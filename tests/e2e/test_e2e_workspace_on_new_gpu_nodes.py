@@ -47,6 +47,7 @@ async def test_falcon_7b_gets_an_agent_pool_a_node_and_becomes_ready_then_leaves
         assert labels[c.LABEL_WORKSPACE_NAMESPACE] == e2e.namespace
         assert labels[c.LABEL_PROVISIONER_NAME] == "default"
         assert labels[c.LABEL_MACHINE_TYPE] == "gpu"
+        assert selector_labels, "the check below is vacuous without labels"
         assert all(labels[key] == value for key, value in selector_labels.items())
         assert (properties["count"], properties["mode"], properties["osType"]) == (1, "User", "Linux")
 

@@ -64,6 +64,8 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
             assert line.startswith("export KUBECONFIG="), process.stderr.read()
             recorded = read_state(state)
             assert recorded is not None
+            # the wait below for every process to exit is vacuous unless there are processes to watch
+            assert [p["name"] for p in recorded["processes"]] == ["etcd", "kube-apiserver"]
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=60) == 0
         finally:
