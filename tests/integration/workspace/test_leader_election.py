@@ -19,7 +19,7 @@ class Idle:
         return Result()
 
 
-def candidate(api: Any, namespace: str, identity: str) -> tuple[Manager, LeaderElector]:
+def candidate(api: Any, namespace: str, identity: str, lease_duration: float = 3) -> tuple[Manager, LeaderElector]:
     client = plain_client(api)
     elector = LeaderElector(
         client,
@@ -27,8 +27,8 @@ def candidate(api: Any, namespace: str, identity: str) -> tuple[Manager, LeaderE
         namespace=namespace,
         name="leader",
         identity=identity,
-        lease_duration=3,
-        renew_deadline=2,
+        lease_duration=lease_duration,
+        renew_deadline=lease_duration * 2 / 3,
         retry_period=0.2,
     )
     manager = Manager(client, clock=RealClock(), metrics=RuntimeMetrics(), leader_elector=elector)
@@ -37,8 +37,10 @@ def candidate(api: Any, namespace: str, identity: str) -> tuple[Manager, LeaderE
 
 
 async def test_one_leader_and_a_quick_handover_on_release(kube_api: Any, namespace: str) -> None:
-    first, first_elector = candidate(kube_api, namespace, "first")
-    second, second_elector = candidate(kube_api, namespace, "second")
+    # A long lease: a takeover within 2 s can then only come from the release, never from expiry,
+    # however slow a loaded machine is.
+    first, first_elector = candidate(kube_api, namespace, "first", lease_duration=10)
+    second, second_elector = candidate(kube_api, namespace, "second", lease_duration=10)
     stop_first, stop_second = asyncio.Event(), asyncio.Event()
     first_task = asyncio.create_task(first.run(stop_first))
     async with asyncio.timeout(10):
