@@ -15,6 +15,7 @@ error event, as TGI does.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -144,7 +145,7 @@ class InferenceServer:
             if body.stream:
                 include_usage = body.stream_options is not None and body.stream_options.include_usage
                 return await self._chat_stream(request, handle, model, include_usage)
-            with _cancel_on_exit(handle):
+            with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
                 completion = await handle.completion()
             self._count_success(completion, handle)
             result = ChatCompletion(
@@ -196,7 +197,7 @@ class InferenceServer:
         with self._slot():
             generation, valid = self._prepare(body.inputs, parameters, stream=False)
             handle = self._engine.submit(generation)
-            with _cancel_on_exit(handle):
+            with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
                 completion = await handle.completion()
         self._count_success(completion, handle)
         text = body.inputs + completion.generated_text if valid.return_full_text else completion.generated_text
@@ -220,7 +221,7 @@ class InferenceServer:
             generation, valid = self._prepare(body.inputs, body.parameters, stream=True)
             handle = self._engine.submit(generation)
             response = await _start_sse(request, self._headers())
-            with _cancel_on_exit(handle):
+            with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
                 try:
                     async for event in handle.events():
                         await _send(response, self._stream_event(event, body.inputs, valid))
@@ -275,7 +276,7 @@ class InferenceServer:
                 del payload["usage"]
             return payload
 
-        with _cancel_on_exit(handle):
+        with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
             try:
                 async for event in handle.events():
                     done = event.completion
@@ -379,10 +380,15 @@ async def _send(response: web.StreamResponse, payload: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _cancel_on_exit(handle: GenerationHandle) -> Iterator[None]:
-    """Stop generating when the request ends early: client gone (write fails, task cancelled)."""
+def _cancel_on_exit(handle: GenerationHandle, count_cancelled: Callable[[], None]) -> Iterator[None]:
+    """Stop generating when the request ends early; a client that went away (task cancelled, write
+    failed) is counted as a cancelled request, other failures by their own error type."""
     try:
         yield
+    except (asyncio.CancelledError, ConnectionError):
+        handle.cancel()
+        count_cancelled()
+        raise
     except BaseException:
         handle.cancel()
         raise

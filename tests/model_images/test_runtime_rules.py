@@ -3,6 +3,7 @@ stop sequences and finish reasons, chat parameter mapping and the container comm
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -260,3 +261,22 @@ def test_waiting_requests_join_when_worth_stalling_the_batch() -> None:
     assert admit_waiting(running=10, waiting=12, steps_since_prefill=0)
     assert not admit_waiting(running=10, waiting=1, steps_since_prefill=MAX_WAITING_STEPS - 1)
     assert admit_waiting(running=10, waiting=1, steps_since_prefill=MAX_WAITING_STEPS)
+
+
+# --- requests that end early ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("raised", "counted"),
+    [(asyncio.CancelledError(), 1), (ConnectionResetError(), 1), (ValueError("a generation error"), 0)],
+)
+async def test_a_request_ending_early_stops_its_generation_and_only_hang_ups_count_as_cancelled(
+    raised: BaseException, counted: int
+) -> None:
+    from model_images.runtime.engine import GenerationHandle
+    from model_images.runtime.server import _cancel_on_exit
+
+    handle = GenerationHandle(input_length=3)
+    cancellations: list[None] = []
+    with pytest.raises(type(raised)), _cancel_on_exit(handle, lambda: cancellations.append(None)):
+        raise raised
+    assert handle.cancelled
+    assert len(cancellations) == counted
