@@ -8,7 +8,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from e2e_kit import EndToEnd, falcon_7b
 
 from gpu_provisioner.quantity import to_gib_rounded_up
 from gpu_provisioner.testing import fast_provisioner
@@ -17,6 +16,7 @@ from kaito_operator.api.kinds import MACHINE, WORKSPACE
 from kaito_operator.runtime import NODE, POD
 from kaito_operator.testing import condition, eventually, has_condition, is_true, wait_for
 from sandbox.aks_simulator import Fault
+from tests.e2e.e2e_kit import EndToEnd, falcon_7b
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 
@@ -29,8 +29,8 @@ async def test_falcon_7b_gets_an_agent_pool_a_node_and_becomes_ready_then_leaves
         await e2e.kube.create(WORKSPACE, workspace)
         ready = await e2e.wait_workspace("workspace-falcon-7b", is_true(c.COND_WORKSPACE_READY), what="WorkspaceReady")
         assert ready is not None
-        (machine,) = await e2e.machines()
-        pool = machine["metadata"]["name"]
+        (created,) = await e2e.machines()
+        pool = created["metadata"]["name"]
         # The workspace may pick the new node up as soon as it is Ready, a moment before the
         # provisioner's next reconcile marks the Machine Ready: wait for that, do not assume it.
         machine = await wait_for(e2e.kube, MACHINE, pool, has_condition("Ready", "True"), what="Machine Ready")
@@ -141,7 +141,7 @@ async def test_three_machines_are_provisioned_with_overlapping_operations(e2e: E
         pools = sorted(m["metadata"]["name"] for m in await e2e.machines())
         assert len(pools) == 3 and sorted(e2e.simulator.cluster.pools) == pools
         assert len(ready["status"]["workerNodes"]) == 3
-        puts = {r.pool: r.time for r in e2e.simulator.requests_for("PUT") if r.status == 201}
+        puts = {r.pool: r.time for r in e2e.simulator.requests_for("PUT") if r.status == 201 and r.pool}
         assert sorted(puts) == pools, "one PUT per pool"
         finished = [
             op.end_time.timestamp()

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from azure.identity.aio import WorkloadIdentityCredential
 from azure.mgmt.containerservice.aio import ContainerServiceClient
-from provisioner_helpers import FAST, a_spec, until_done
 
 from gpu_provisioner import errors
 from gpu_provisioner.aks import AksCloudProvider
 from gpu_provisioner.cloudprovider import Operation
 from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
 from sandbox.aks_simulator import AksSimulator, Fault
+from tests.integration.provisioner.provisioner_helpers import FAST, a_spec, until_done
 
 
 async def test_an_agent_pool_is_created_listed_and_deleted_through_long_running_operations(
