@@ -30,6 +30,7 @@ binaries: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/shellcheck scripts/*.sh
 
 typecheck: venv
 	$(BIN)/mypy
@@ -38,6 +39,7 @@ unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 test: venv binaries lint typecheck
+	$(BIN)/shellcheck scripts/*.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 crds: venv
