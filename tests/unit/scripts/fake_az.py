@@ -137,7 +137,8 @@ def run(state: dict[str, Any], argv: list[str]) -> Any:
         return [
             a
             for a in assignments
-            if a["principalId"] == opt.get("assignee") and a["roleDefinitionName"] == opt.get("role")
+            if a["principalId"] == opt.get("assignee")
+            and a["roleDefinitionName"] == opt.get("role")
             and a["scope"] == opt.get("scope")
         ]
     if command == "role assignment create":

@@ -23,11 +23,16 @@ ARGS = ["--resource-group", "rg-llm", "--cluster-name", "aks-llm"]
 CHANGING = {"create", "update", "delete"}  # az verbs that change something
 
 
+CLUSTER_ID = (
+    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-llm/providers/Microsoft.ContainerService/managedClusters/aks-llm"
+)
+
+
 def cluster(*, oidc: bool) -> dict[str, Any]:
     """An AKS cluster as `az aks show` returns it (the fields the script reads)."""
     profile = {"enabled": True, "issuerUrl": "https://eastus.oic.prod-aks.azure.com/t/c/"} if oidc else None
     return {
-        "id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-llm/providers/Microsoft.ContainerService/managedClusters/aks-llm",
+        "id": CLUSTER_ID,
         "name": "aks-llm",
         "location": "eastus",
         "oidcIssuerProfile": profile,
