@@ -30,6 +30,7 @@ binaries: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/shellcheck scripts/*.sh
 
 typecheck: venv
@@ -39,7 +40,6 @@ unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 test: venv binaries lint typecheck
-	$(BIN)/shellcheck scripts/*.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 crds: venv

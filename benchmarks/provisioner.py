@@ -18,9 +18,10 @@ import time
 import uuid
 from pathlib import Path
 
-from gpu_provisioner.testing import a_machine, fast_provisioner, provisioner_operator
+from gpu_provisioner.testing import a_machine, fast_provisioner
+from kaito.testing import provisioner_operator
 from kaito_operator.api.crds import all_crds
-from kaito_operator.runtime import MACHINE
+from kaito_operator.api.kinds import MACHINE
 from kaito_operator.testing import has_condition, plain_client, wait_for
 from sandbox.aks_simulator import AksSimulator, SimulatorConfig
 from sandbox.binaries import ensure_binaries

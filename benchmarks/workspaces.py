@@ -25,7 +25,8 @@ import aiohttp
 
 from kaito_operator.api.constants import COND_WORKSPACE_READY
 from kaito_operator.api.crds import all_crds
-from kaito_operator.runtime import NAMESPACE, NODE, WORKSPACE, ApiError, KubeClient
+from kaito_operator.api.kinds import WORKSPACE
+from kaito_operator.runtime import NAMESPACE, NODE, ApiError, KubeClient
 from kaito_operator.testing import INSTANCE_TYPE, gpu_node, is_true, plain_client
 from sandbox.controlplane import ControlPlane, free_port
 from sandbox.kube import api_client_from_kubeconfig, install_crds
@@ -125,7 +126,7 @@ async def run(args: argparse.Namespace, plane: ControlPlane) -> dict[str, Any]:
             "KAITO_LOG_LEVEL": "WARNING",
         }
         operator = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kaito_operator.cli", "run", env=env, stderr=asyncio.subprocess.DEVNULL
+            sys.executable, "-m", "kaito.cli", "run", env=env, stderr=asyncio.subprocess.DEVNULL
         )
         try:
             status, _ = await http_get(f"http://127.0.0.1:{health}/readyz", timeout=60)

@@ -21,7 +21,7 @@ from gpu_provisioner.cloudprovider import InstanceSpec
 from gpu_provisioner.errors import InvalidParameters
 from gpu_provisioner.quantity import InvalidQuantity, to_gib_rounded_up
 from kaito_operator.api import constants as c
-from kaito_operator.presets.skus import is_gpu_size
+from kaito_operator.vm_sizes import is_gpu_size
 
 POOL_NAME_RULE: Final = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 """AKS's rule for Linux agent-pool names; also why names cannot contain '-' (the pool name is

@@ -34,7 +34,7 @@ from gpu_provisioner import errors
 from gpu_provisioner.cloudprovider import Instance, InstanceSpec, Operation, OperationProgress
 from gpu_provisioner.settings import IDENTITY_SETUP_HINT, AzureSettings, ProvisionerSettings
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # ARM error codes, by the failure kind they mean. AKS passes Compute's allocation codes through in a

@@ -34,7 +34,7 @@ from kaito_operator.runtime import (
     Result,
 )
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 GC_KEY: Final = ObjectKey("", "agent-pool-garbage-collection")
 
 
@@ -71,7 +71,7 @@ class GarbageCollector:
         try:
             pools = await self._cloud.list()
         except CloudError as error:
-            LOG.warning("garbage collection: listing agent pools failed: %s", error)
+            log.warning("garbage collection: listing agent pools failed: %s", error)
             return Result(self._settings.gc_interval_s)
         orphans = self.orphans(pools)
         if orphans:
@@ -79,7 +79,7 @@ class GarbageCollector:
             outcomes = await asyncio.gather(*(self._collect(pool) for pool in orphans), return_exceptions=True)
             for pool, outcome in zip(orphans, outcomes, strict=True):
                 if isinstance(outcome, Exception):
-                    LOG.warning("garbage collection: collecting agent pool %s failed: %s", pool.name, outcome)
+                    log.warning("garbage collection: collecting agent pool %s failed: %s", pool.name, outcome)
         self._wake_machines_without_nodes()
         return Result(self._settings.gc_interval_s)
 
@@ -111,13 +111,13 @@ class GarbageCollector:
         except NotFound:
             pass
         except OperationInProgress as error:
-            LOG.info("garbage collection: agent pool %s is busy (%s); next sweep", pool.name, error)
+            log.info("garbage collection: agent pool %s is busy (%s); next sweep", pool.name, error)
             return
         except CloudError as error:
-            LOG.warning("garbage collection: deleting agent pool %s failed: %s", pool.name, error)
+            log.warning("garbage collection: deleting agent pool %s failed: %s", pool.name, error)
             return
         self.collected.append(pool.name)
-        LOG.info(
+        log.info(
             "garbage collection: deleting agent pool %s (nodes %s): no Machine %s exists",
             pool.name,
             nodes or "none",

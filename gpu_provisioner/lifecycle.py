@@ -38,9 +38,8 @@ from gpu_provisioner.errors import (
 from gpu_provisioner.quantity import InvalidQuantity, parse_quantity
 from gpu_provisioner.settings import ProvisionerSettings, parse_selector, selector_matches
 from kaito_operator.api import constants as c
-from kaito_operator.presets.skus import lookup
+from kaito_operator.api.kinds import MACHINE
 from kaito_operator.runtime import (
-    MACHINE,
     NODE,
     ApiError,
     Clock,
@@ -54,8 +53,9 @@ from kaito_operator.runtime import (
     WatchEvent,
 )
 from kaito_operator.runtime.events import EventKind
+from kaito_operator.vm_sizes import lookup
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 ANNOTATION_OPERATION: Final = "gpu-provisioner.kaito.sh/operation"
 """The running Azure operation (kind and continuation token), so a restart resumes it."""
@@ -211,7 +211,7 @@ class MachineReconciler:
                 if data.get("kind") == kind:
                     return Operation(kind=kind, name=draft.name, token=str(data["token"]))  # type: ignore[arg-type]
             except (ValueError, KeyError, TypeError):
-                LOG.warning("machine %s: ignoring an unreadable %s annotation", draft.name, ANNOTATION_OPERATION)
+                log.warning("machine %s: ignoring an unreadable %s annotation", draft.name, ANNOTATION_OPERATION)
         remembered = self._started.get(draft.uid)
         if remembered and remembered.operation.kind == kind and remembered.expires_at > self._clock.monotonic():
             return remembered.operation
@@ -267,7 +267,7 @@ class MachineReconciler:
         try:
             return await self._cloud.poll(operation)
         except UnreadableOperation as error:
-            LOG.warning("machine %s: forgetting the %s operation: %s", draft.name, operation.kind, error)
+            log.warning("machine %s: forgetting the %s operation: %s", draft.name, operation.kind, error)
             self._drop(draft)
             return None
 
@@ -489,7 +489,7 @@ class MachineReconciler:
         before = {str(x.get("type")): x.get("status") for x in old or []}
         for condition in new:
             if before.get(str(condition.get("type"))) != condition.get("status"):
-                LOG.info(
+                log.info(
                     "machine %s: %s=%s %s %s",
                     draft.name,
                     condition.get("type"),
@@ -544,7 +544,7 @@ class MachineReconciler:
             ],
         )
         self._forget(draft.uid)
-        LOG.info("machine %s: agent pool deleted; finalizer removed", draft.name, extra={"key": draft.name})
+        log.info("machine %s: agent pool deleted; finalizer removed", draft.name, extra={"key": draft.name})
         return Result()
 
     def _may_have_created(self, draft: _Draft) -> bool:
@@ -594,7 +594,7 @@ class MachineReconciler:
                     # Azure never accepted a create for this Machine, so there is no pool to wait
                     # for; should that be wrong (a lost write before a restart), the garbage
                     # collector removes the pool once Azure lets us in.
-                    LOG.warning(
+                    log.warning(
                         "machine %s: released without deleting an agent pool: none was ever created (%s)",
                         draft.name,
                         error,

@@ -19,9 +19,10 @@ from gpu_provisioner.errors import Unauthorized
 from gpu_provisioner.gc import GC_KEY, GarbageCollector
 from gpu_provisioner.lifecycle import MachineReconciler, machine_filter, map_node_to_machine
 from gpu_provisioner.settings import AzureSettings, ProvisionerSettings, parse_selector
-from kaito_operator.runtime import MACHINE, NODE, Controller, EventRecorder, Manager, ObjectKey, Result
+from kaito_operator.api.kinds import MACHINE
+from kaito_operator.runtime import NODE, Controller, EventRecorder, Manager, ObjectKey, Result
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 MACHINE_CONTROLLER = "gpu-provisioner-machine"
 GC_CONTROLLER = "gpu-provisioner-gc"
 
@@ -80,7 +81,7 @@ def build_provisioner_controllers(
     """
     settings = settings or ProvisionerSettings()
     if not settings.enabled:
-        LOG.info("GPU provisioner disabled (PROVISIONER_ENABLED=false); Machines are left to another provisioner")
+        log.info("GPU provisioner disabled (PROVISIONER_ENABLED=false); Machines are left to another provisioner")
         return Provisioner(None, None, None, None)
     azure = azure or AzureSettings()
     problem: str | None = None
@@ -89,7 +90,7 @@ def build_provisioner_controllers(
         if problem is None:
             cloud = AksCloudProvider(azure, settings)
         else:
-            LOG.error("%s", problem)
+            log.error("%s", problem)
             cloud = UnconfiguredCloud(problem)
     recorder = recorder or EventRecorder(manager.client, manager.clock, component="gpu-provisioner")
     cluster_name = azure.cluster_name or "unconfigured"
@@ -138,7 +139,7 @@ class _Disabled:
 
 
 class ProvisionerFactory:
-    """A controller factory for the composition root (``kaito_operator.manager``: a callable
+    """A controller factory for the composition root (``kaito.operator``: a callable
     ``(OperatorContext) -> Controller``). It registers the Machine controller and the garbage
     collector and returns the Machine controller; it closes its Azure clients through the
     context's ``on_close`` once the manager stopped.

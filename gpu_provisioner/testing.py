@@ -1,20 +1,14 @@
 """Test helpers for the GPU provisioner that users of the project may want too: a Kaito-shaped
-Machine builder, fast provisioner settings, and an operator running only the provisioner against
-the AKS simulator. The general ones (waits, conditions, the operator in the caller's event loop)
-are in ``kaito_operator.testing``.
+Machine builder and fast provisioner settings. An operator running only the provisioner against the
+AKS simulator is ``kaito.testing.provisioner_operator``; the general helpers (waits, conditions) are in
+``kaito_operator.testing``.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
-from gpu_provisioner.setup import ProvisionerFactory
-from kaito_operator.testing import running_operator
-from sandbox.aks_simulator import AksSimulator
+from gpu_provisioner.settings import ProvisionerSettings
 
 
 def a_machine(
@@ -67,14 +61,3 @@ def fast_provisioner(selector: str, **overrides: Any) -> ProvisionerSettings:
     }
     values.update(overrides)
     return ProvisionerSettings(**values)
-
-
-@contextlib.asynccontextmanager
-async def provisioner_operator(
-    api: Any, simulator: AksSimulator, token_file: Path, settings: ProvisionerSettings, **azure: Any
-) -> AsyncIterator[ProvisionerFactory]:
-    """An operator running only the GPU provisioner, talking to ``simulator``."""
-    environment = simulator.operator_environment(simulator.write_federated_token(token_file))
-    factory = ProvisionerFactory(azure=AzureSettings(**{**environment, **azure}), settings=settings)
-    async with running_operator(api, [factory]):
-        yield factory

@@ -8,8 +8,8 @@ suites and benchmarks use them too).
   (watches a collection), ``eventually`` (polls any check).
 - Cleaning up: ``delete_quietly`` (delete, ignoring API errors), ``force_delete`` (strip the
   finalizers, then delete), ``force_delete_machines`` (a namespace's Machines and their nodes).
-- ``operator_settings`` and ``running_operator``: the operator built by the composition root with
-  fast, local settings, running in the caller's event loop.
+- ``operator_settings`` and ``running_operator`` are defined in ``kaito.testing`` (they build the
+  operator through the composition root) and can still be imported from here.
 
 Pair it with the ``sandbox.testing`` pytest plugin, which starts the control plane.
 """
@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from kaito_operator.api import constants as c
-from kaito_operator.manager import DEFAULT_CONTROLLERS, ControllerFactory, Operator, build_operator
-from kaito_operator.runtime import MACHINE, NODE, ApiError, KubeClient, RealClock, ResourceKind, RuntimeMetrics
-from kaito_operator.settings import Settings
+from kaito_operator.api.kinds import MACHINE
+from kaito_operator.runtime import NODE, ApiError, KubeClient, RealClock, ResourceKind, RuntimeMetrics
 
 T = TypeVar("T")
 
@@ -108,7 +107,8 @@ async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float
         result = await check()
         if result is not None:
             return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out waiting for {what or check}")
         await asyncio.sleep(0.05)  # the poll interval of a deadline-bounded condition wait
 
 
@@ -218,38 +218,12 @@ async def force_delete_machines(client: KubeClient, namespace: str) -> None:
         await force_delete(client, MACHINE, name)
 
 
-# --- the operator in the test's loop -------------------------------------------------------------
-def operator_settings(**overrides: Any) -> Settings:
-    """Settings for an operator in a test: any free ports on 127.0.0.1, no rate limit, quick stops."""
-    values: dict[str, Any] = {
-        "metrics_port": 0,
-        "health_port": 0,
-        "bind_address": "127.0.0.1",
-        "qps": 0,
-        "concurrency": 4,
-        "shutdown_grace": 5,
-        "request_timeout": 10,
-    }
-    values.update(overrides)
-    return Settings(**values)
+# --- the operator in the test's loop (built by the application package, ``kaito.testing``) --------
+def __getattr__(name: str) -> Any:
+    """``operator_settings`` and ``running_operator`` live in ``kaito.testing`` (they need the composition
+    root, which sits above this package); they stay importable from here, where users were told to look."""
+    if name in ("operator_settings", "running_operator"):
+        import kaito.testing
 
-
-@contextlib.asynccontextmanager
-async def running_operator(
-    api: Any, factories: Sequence[ControllerFactory] = DEFAULT_CONTROLLERS, **settings: Any
-) -> AsyncIterator[Operator]:
-    """The operator built by the composition root with the test's ApiClient and ``factories``' controllers,
-    run in this event loop; yields once its controllers run. ``settings``: overrides of ``operator_settings``.
-    On leaving, it is stopped and closed (the factories' closers run too), and must have exited cleanly."""
-    operator = await build_operator(operator_settings(**settings), api_client=api, controllers=list(factories))
-    stop = asyncio.Event()
-    task = asyncio.create_task(operator.run(stop), name="operator")
-    try:
-        async with asyncio.timeout(30):
-            assert await operator.manager.wait_running(), f"operator did not start: {operator.manager.failure}"
-        yield operator
-    finally:
-        stop.set()
-        code = await task
-        await operator.aclose()  # runs the factories' closers too
-        assert code == 0, f"operator failed: {operator.manager.failure}"
+        return getattr(kaito.testing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -90,7 +90,7 @@ def _start_operator(plane: ControlPlane, env_file: Path) -> None:
         "KAITO_BIND_ADDRESS": "127.0.0.1",
     }
     probe = http_probe(f"http://127.0.0.1:{health_port}/readyz")
-    plane.add_process("operator", [sys.executable, "-m", "kaito_operator.cli", "run"], probe, env=environment)
+    plane.add_process("operator", [sys.executable, "-m", "kaito.cli", "run"], probe, env=environment)
 
 
 def _read_env_file(path: Path) -> dict[str, str]:

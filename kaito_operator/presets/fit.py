@@ -1,9 +1,10 @@
 """Does a preset fit on ``count`` nodes of an instance type? A pure function, with Kaito's messages.
 
-The numbers are computed from per-GPU memory: total GPUs = count × GPUs per VM, total GPU memory =
-count × GPUs per VM × memory per GPU. One more check Kaito lacked: every TGI replica runs on a
-single node (TGI shards across the GPUs of one machine, never across machines), so one node's GPU
-memory must hold the model on its own.
+The numbers are computed from per-GPU memory. Every TGI replica runs on a single node (TGI shards
+across the GPUs of one machine, never across machines), so the GPU count is checked **per node**
+(Kaito v0.1 summed GPUs over all nodes, letting a 2-GPU preset pass on two 1-GPU nodes, and its
+message gains "per node"), and one node's GPU memory must hold the model on its own. The total
+over all nodes (count × GPUs per VM × memory per GPU) keeps Kaito's message.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kaito_operator.presets.catalog import Preset
-from kaito_operator.presets.skus import SKUS, lookup
+from kaito_operator.vm_sizes import SKUS, lookup
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,12 @@ def check_fit(preset: Preset, instance_type: str, count: int) -> list[FitProblem
         return []
     field = "resource.instanceType"
     problems = []
-    total_gpus = count * sku.gpu_count
-    if total_gpus < preset.min_gpu_count:
+    if sku.gpu_count < preset.min_gpu_count:
         problems.append(
             FitProblem(
                 field,
-                f"Insufficient number of GPUs: Instance type {instance_type} provides {total_gpus}, "
-                f"but preset {preset.name} requires at least {preset.min_gpu_count}",
+                f"Insufficient number of GPUs: Instance type {instance_type} provides {sku.gpu_count} per node, "
+                f"but preset {preset.name} requires at least {preset.min_gpu_count} per node",
             )
         )
     if sku.gpu_memory_gib < preset.min_gpu_memory_per_gpu_gib:

@@ -16,34 +16,38 @@ How to write a controller with it
    after ``retry_after``) or ``PermanentError`` (not retried; report it on the object first).
    ``ApiError`` from the client is already classified. Running reconcile twice must do nothing new.
 
-2. **Wire it** in the composition root (kaito_operator/manager.py ``build_operator``), from a
-   controller factory that receives the shared ``Manager``::
+2. **Wire it** from a controller factory that receives the shared ``Manager`` (the application's
+   composition root, ``kaito.operator.build_operator``, calls the factories). A generic example,
+   a controller that keeps an annotation on every ConfigMap its Pods mount::
 
-       from kaito_operator.runtime import MACHINE, NODE, Result, map_by_labels, map_to_self
+       from kaito_operator.runtime import POD, ResourceKind, Result, map_by_labels
 
-       class MachineReconciler:
-           def __init__(self, client: KubeClient, machines: Informer, nodes: Informer) -> None: ...
+       CONFIGMAP = ResourceKind("", "v1", "ConfigMap", "configmaps", namespaced=True)
+
+       class ConfigMapReconciler:
+           def __init__(self, client: KubeClient, configmaps: Informer, pods: Informer) -> None: ...
            async def reconcile(self, key: ObjectKey) -> Result:
-               machine = self.machines.store.get(key)
-               if machine is None:
-                   return Result()           # deleted; finalizers handle clean-up
+               configmap = self.configmaps.store.get(key)
+               if configmap is None:
+                   return Result()               # deleted: nothing to do
                ...
-               return Result(requeue_after=30)   # e.g. poll a cloud LRO again in 30 s
+               return Result(requeue_after=30)   # e.g. look at something external again in 30 s
 
-       def machine_controller(manager: Manager) -> Controller:
-           machines = manager.informer(MACHINE)              # shared with the workspace controller
-           nodes = manager.informer(NODE)
-           controller = manager.controller("machine", MachineReconciler(manager.client, machines, nodes),
-                                           concurrency=10)
-           controller.watch(machines)                        # its own kind: key = the object's key
-           controller.watch(nodes, map_by_labels("karpenter.sh/machine-name"))   # related objects
+       def configmap_controller(manager: Manager) -> Controller:
+           configmaps = manager.informer(CONFIGMAP)          # informers are shared per kind
+           pods = manager.informer(POD)
+           reconciler = ConfigMapReconciler(manager.client, configmaps, pods)
+           controller = manager.controller("configmap", reconciler, concurrency=10)
+           controller.watch(configmaps)                      # its own kind: key = the object's key
+           controller.watch(pods, map_by_labels("example.com/configmap"))   # related objects
            return controller
 
    Mappers turn events into keys: ``map_to_self``, ``map_to_owner(KIND)`` (controller owner
    reference), ``map_by_labels(name_label, namespace_label)``, or any function of a
    ``WatchEvent`` (``.type``, ``.obj``, ``.old``). An optional predicate filters events.
    Cluster-scoped kinds use ``ObjectKey("", name)``; a ``ResourceKind`` names any resource
-   (core or custom; see kinds.py for the predefined ones).
+   (core or custom; kinds.py predefines the core ones, ``kaito_operator.api.kinds`` the
+   project's Workspace and Machine).
 
 3. **Run**: ``await manager.run(stop_event)`` starts all informers, waits for their caches, starts
    each controller's workers (``concurrency`` at a time, one reconcile per key), and on stop lets
@@ -69,13 +73,11 @@ from kaito_operator.runtime.kinds import (
     DEPLOYMENT,
     EVENT,
     LEASE,
-    MACHINE,
     NAMESPACE,
     NODE,
     POD,
     SERVICE,
     STATEFULSET,
-    WORKSPACE,
     ObjectKey,
     ResourceKind,
     key_of,
@@ -91,13 +93,11 @@ __all__ = [
     "DEPLOYMENT",
     "EVENT",
     "LEASE",
-    "MACHINE",
     "NAMESPACE",
     "NODE",
     "POD",
     "SERVICE",
     "STATEFULSET",
-    "WORKSPACE",
     "ApiError",
     "Clock",
     "Controller",

@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from kaito_operator.api import constants as c
-
 
 @dataclass(frozen=True)
 class ResourceKind:
@@ -66,9 +64,3 @@ NAMESPACE: Final = ResourceKind("", "v1", "Namespace", "namespaces", namespaced=
 DEPLOYMENT: Final = ResourceKind("apps", "v1", "Deployment", "deployments", namespaced=True)
 STATEFULSET: Final = ResourceKind("apps", "v1", "StatefulSet", "statefulsets", namespaced=True)
 LEASE: Final = ResourceKind("coordination.k8s.io", "v1", "Lease", "leases", namespaced=True)
-
-# --- The project's custom kinds (the contract between the two controllers) ---------------------
-WORKSPACE: Final = ResourceKind(c.KAITO_GROUP, c.KAITO_VERSION, c.WORKSPACE_KIND, c.WORKSPACE_PLURAL, namespaced=True)
-MACHINE: Final = ResourceKind(
-    c.KARPENTER_GROUP, c.KARPENTER_VERSION, c.MACHINE_KIND, c.MACHINE_PLURAL, namespaced=False
-)

@@ -26,6 +26,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from kaito_operator.api import constants as c
+from kaito_operator.api.kinds import MACHINE, WORKSPACE
 from kaito_operator.api.workspace import Workspace
 from kaito_operator.presets import catalog
 from kaito_operator.presets.fit import check_fit
@@ -35,16 +36,7 @@ from kaito_operator.runtime.controller import Controller, Result
 from kaito_operator.runtime.errors import ApiError, PermanentError, TransientError
 from kaito_operator.runtime.events import EventRecorder
 from kaito_operator.runtime.informer import Informer, WatchEvent
-from kaito_operator.runtime.kinds import (
-    DEPLOYMENT,
-    MACHINE,
-    NODE,
-    SERVICE,
-    WORKSPACE,
-    ObjectKey,
-    ResourceKind,
-    key_of,
-)
+from kaito_operator.runtime.kinds import DEPLOYMENT, NODE, SERVICE, ObjectKey, ResourceKind, key_of
 from kaito_operator.runtime.manager import Manager
 from kaito_operator.runtime.mapping import Mapper, map_by_labels, map_to_owner
 from kaito_operator.workspace.machines import MachineState, machine_state, render_machine
@@ -230,8 +222,8 @@ class WorkspaceReconciler:
         desired: dict[str, Any] | None = None
         try:
             desired = render_workload(workspace, self._options)
-        except (ImportError, ValueError) as error:
-            # The runtime the workspace asks for is not installed, or refuses the preset's limits.
+        except ValueError as error:
+            # The runtime the workspace asks for is not available, or refuses the preset's limits.
             inference_failure = f"cannot render the workload: {error}"
         current = self._deployments.store.get(ObjectKey(key.namespace, workload_name(key.name)))
         if desired is not None and (len(selected) >= count or current is not None):

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from kaito_operator.api import constants as c
+from kaito_operator.api.kinds import MACHINE
 from kaito_operator.api.workspace import Workspace
 from kaito_operator.presets import catalog
-from kaito_operator.runtime.kinds import MACHINE
 from kaito_operator.workspace.selectors import implied_labels, node_requirements
 
 GPU_TAINT: Final = {"key": "sku", "value": "gpu", "effect": "NoSchedule"}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import json
 import math
 from collections.abc import Callable
@@ -25,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from kaito_operator.api import constants as c
+from kaito_operator.api.kinds import WORKSPACE
 from kaito_operator.api.workspace import Workspace
 from kaito_operator.presets import catalog
 from kaito_operator.presets.catalog import Preset
-from kaito_operator.presets.skus import lookup
-from kaito_operator.runtime.kinds import DEPLOYMENT, WORKSPACE
+from kaito_operator.runtime.kinds import DEPLOYMENT
+from kaito_operator.vm_sizes import lookup
 from kaito_operator.workspace.names import workload_name
 from kaito_operator.workspace.selectors import node_requirements
 
@@ -49,19 +49,14 @@ RuntimeCommand = Callable[[str, int, int, int], list[str]]
 """(model_dir, port, max_input_tokens, max_total_tokens) -> the container command."""
 
 
-def _project_runtime_command(model_dir: str, port: int, max_input_tokens: int, max_total_tokens: int) -> list[str]:
-    # Imported on use: the runtime package is optional for the operator and owned by model_images.
-    module = importlib.import_module("model_images.runtime.command")
-    command: list[str] = module.runtime_container_command(model_dir, port, max_input_tokens, max_total_tokens)
-    return command
-
-
 @dataclass(frozen=True)
 class RenderOptions:
     registry: str = catalog.DEFAULT_REGISTRY
     """Registry of the public preset images."""
-    runtime_command: RuntimeCommand = _project_runtime_command
-    """Builds the command of the project's transformers runtime."""
+    runtime_command: RuntimeCommand | None = None
+    """Builds the command of the project's transformers runtime (``kaito.sh/runtime: transformers``).
+    The composition root injects model_images' command; the Workspace controller does not import
+    another package's internals."""
 
 
 # --- shared pieces -------------------------------------------------------------------------------
@@ -175,6 +170,11 @@ def preset_pod_spec(workspace: Workspace, options: RenderOptions) -> dict[str, A
     }
     volumes: list[dict[str, Any]] = []
     if runtime == RUNTIME_TRANSFORMERS:
+        if options.runtime_command is None:
+            raise ValueError(
+                f"annotation {c.ANNOTATION_RUNTIME}: {RUNTIME_TRANSFORMERS} is not available in this operator "
+                "(it was built without the runtime's container command); remove the annotation to run TGI"
+            )
         container["command"] = options.runtime_command(
             catalog.WEIGHTS_PATH, CONTAINER_PORT, preset.max_input_tokens, preset.max_total_tokens
         )

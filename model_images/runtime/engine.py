@@ -29,7 +29,7 @@ from model_images.runtime.sampling import Choice, TokenChooser, choose_tokens
 from model_images.runtime.stopping import StoppingCriteria
 from model_images.runtime.validation import GenerationError, InferenceError, ValidParameters
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_SECONDS = 30.0
 WAITING_SERVED_RATIO = 1.2
@@ -222,7 +222,7 @@ class Engine:
         try:
             await asyncio.wait_for(self._task, timeout=STOP_TIMEOUT_SECONDS)
         except (asyncio.CancelledError, TimeoutError):
-            logger.warning("the engine did not stop within %s s", STOP_TIMEOUT_SECONDS)
+            log.warning("the engine did not stop within %s s", STOP_TIMEOUT_SECONDS)
         except Exception:  # the task crashed earlier; _on_exit logged it
             pass
         self._fail_pending(GenerationError("the server is shutting down"))
@@ -236,7 +236,7 @@ class Engine:
     def _on_exit(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
             return
-        logger.error("the engine task crashed; /health now reports unhealthy", exc_info=task.exception())
+        log.error("the engine task crashed; /health now reports unhealthy", exc_info=task.exception())
         # Nothing will step these any more: fail them rather than leave their clients waiting.
         self._fail_pending(GenerationError(f"the engine stopped: {task.exception()!r}"))
 
@@ -259,7 +259,7 @@ class Engine:
             try:
                 step_rows, deliveries = await asyncio.to_thread(self._step, joiners)
             except Exception as exc:  # a failed step (e.g. out of memory) fails its batch, not the server
-                logger.exception("model step failed; failing %d requests", len(self._active) + len(joiners))
+                log.exception("model step failed; failing %d requests", len(self._active) + len(joiners))
                 error = GenerationError(f"{type(exc).__name__}: {exc}")
                 for sequence in {id(s): s for s in [*self._active, *joiners]}.values():
                     sequence.handle._queue.put_nowait(error)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(Exception):
@@ -62,5 +62,5 @@ def load_model(directory: str | Path, device: str | None = None) -> LoadedModel:
     model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
     model.to(target)
     model.eval()
-    logger.info("loaded %s (%s) on %s as %s", path, type(model).__name__, target, dtype)
+    log.info("loaded %s (%s) on %s as %s", path, type(model).__name__, target, dtype)
     return LoadedModel(model=model, tokenizer=tokenizer, device=target, dtype=dtype)

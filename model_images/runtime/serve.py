@@ -25,7 +25,7 @@ from model_images.runtime.metrics import RuntimeMetrics
 from model_images.runtime.server import Encoder, InferenceServer, ServerConfig
 from model_images.runtime.validation import Limits
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOTAL_TOKENS = 4096
 GRACEFUL_SHUTDOWN_SECONDS = 90.0
@@ -134,7 +134,7 @@ async def serve(options: ServeOptions) -> int:
     async with running(loaded, limits, model_id=model_id, host=options.host, port=options.port) as url:
         print(f"kaito runtime serving {model_id} on {url}", flush=True)
         await stop.wait()
-        logger.info("stopping: finishing in-flight requests (up to %s s)", GRACEFUL_SHUTDOWN_SECONDS)
+        log.info("stopping: finishing in-flight requests (up to %s s)", GRACEFUL_SHUTDOWN_SECONDS)
     return 0
 
 

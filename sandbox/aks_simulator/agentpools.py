@@ -20,7 +20,7 @@ from sandbox.aks_simulator.config import Fault, FaultTarget, SimulatorConfig
 from sandbox.aks_simulator.nodes import NodeRegistrar, node_manifest
 from sandbox.aks_simulator.sizes import canonical_size
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 _TAINT = re.compile(r"^[^=:\s]+=[^:\s]*:(NoSchedule|PreferNoSchedule|NoExecute)$")
@@ -363,7 +363,7 @@ class SimulatedCluster:
             try:
                 pool.node_names = [await self._register_node(pool)]
             except Exception as error:  # the simulated VM failed to join: report it as AKS would
-                LOG.exception("simulator: registering the node of pool %s failed", pool.name)
+                log.exception("simulator: registering the node of pool %s failed", pool.name)
                 _fail(pool, operation, "VMExtensionProvisioningError", f"Node did not join: {error}")
                 return
         pool.provisioning_state = "Succeeded"
@@ -404,7 +404,7 @@ class SimulatedCluster:
             try:
                 await self.registrar.remove_pool_nodes(pool.name)
             except Exception as error:
-                LOG.exception("simulator: removing the nodes of pool %s failed", pool.name)
+                log.exception("simulator: removing the nodes of pool %s failed", pool.name)
                 _fail(pool, operation, "InternalOperationError", str(error))
                 return
         self.pools.pop(pool.name.lower(), None)

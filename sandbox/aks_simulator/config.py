@@ -121,7 +121,7 @@ class SimulatorConfig(BaseModel):
     list_page_size: int = 50
 
     allowed_vm_sizes: list[str] | None = None
-    """VM sizes this subscription may use in the location; None: every size of the SKU table plus
+    """VM sizes this subscription may use in the location; None: every size of the simulator's table (sizes.py) plus
     a few common CPU sizes. Anything else gets AKS's 400 "The VM size of X is not allowed"."""
 
     kubeconfig: Path | None = None

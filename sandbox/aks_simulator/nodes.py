@@ -16,7 +16,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from sandbox.aks_simulator.sizes import shape
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 _REQUEST_TIMEOUT_S = 10
 _PODS_PER_NODE = 110
 # What AKS holds back from a node for the OS and kubelet, roughly; allocatable = capacity - this.

@@ -27,7 +27,7 @@ from sandbox.aks_simulator.config import Fault, FaultTarget, SimulatorConfig
 from sandbox.aks_simulator.entra import TokenIssuer, TokenRefused
 from sandbox.aks_simulator.nodes import NodeRegistrar
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 _CONFIG_FIELDS_ADMIN_MAY_SET = {
     "provisioning_delay_s",
     "deletion_delay_s",
@@ -119,7 +119,7 @@ class AksSimulator:
         server = site._server
         assert server is not None and isinstance(server, asyncio.Server)
         self.port = int(server.sockets[0].getsockname()[1])
-        LOG.info("AKS simulator listening on %s", self.endpoint)
+        log.info("AKS simulator listening on %s", self.endpoint)
         return self
 
     async def stop(self) -> None:

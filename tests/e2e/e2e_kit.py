@@ -22,10 +22,12 @@ import yaml
 from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
 from gpu_provisioner.setup import ProvisionerFactory
 from gpu_provisioner.testing import fast_provisioner
+from kaito.operator import DEFAULT_CONTROLLERS, Operator
+from kaito.testing import running_operator
 from kaito_operator.api import constants as c
-from kaito_operator.manager import DEFAULT_CONTROLLERS, Operator
-from kaito_operator.runtime import MACHINE, NODE, WORKSPACE, KubeClient
-from kaito_operator.testing import gone, running_operator, wait_for
+from kaito_operator.api.kinds import MACHINE, WORKSPACE
+from kaito_operator.runtime import NODE, KubeClient
+from kaito_operator.testing import gone, wait_for
 from sandbox.aks_simulator import AksSimulator
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -107,7 +109,7 @@ class OperatorProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "kaito_operator.cli", "run"]
+        command = [sys.executable, "-m", "kaito.cli", "run"]
         with self._log.open("ab") as log:
             self.process = subprocess.Popen(command, env=self._environment, stdout=log, stderr=subprocess.STDOUT)
 

@@ -10,7 +10,7 @@ import pytest
 from e2e_kit import EndToEnd, OperatorProcess, falcon_7b
 
 from kaito_operator.api import constants as c
-from kaito_operator.runtime import WORKSPACE
+from kaito_operator.api.kinds import WORKSPACE
 from kaito_operator.testing import eventually, is_true
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]

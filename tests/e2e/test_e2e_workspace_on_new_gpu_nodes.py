@@ -13,7 +13,8 @@ from e2e_kit import EndToEnd, falcon_7b
 from gpu_provisioner.quantity import to_gib_rounded_up
 from gpu_provisioner.testing import fast_provisioner
 from kaito_operator.api import constants as c
-from kaito_operator.runtime import MACHINE, NODE, POD, WORKSPACE
+from kaito_operator.api.kinds import MACHINE, WORKSPACE
+from kaito_operator.runtime import NODE, POD
 from kaito_operator.testing import condition, eventually, has_condition, is_true, wait_for
 from sandbox.aks_simulator import Fault
 

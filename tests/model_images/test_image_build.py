@@ -96,7 +96,7 @@ def test_matrix_command_prints_one_line_of_json(capsys: pytest.CaptureFixture[st
 
 
 def test_the_operator_cli_registers_the_commands() -> None:
-    from kaito_operator.cli import build_parser
+    from kaito.cli import build_parser
 
     args = build_parser().parse_args(["images", "build", "falcon-7b", "--push", "--registry", "r.io"])
     assert (args.preset, args.push, args.registry) == ("falcon-7b", True, "r.io")

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from kaito.run_cli import register
+from kaito.settings import Settings
 from kaito_operator.presets.catalog import DEFAULT_REGISTRY
-from kaito_operator.run_cli import register
-from kaito_operator.settings import Settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,7 +55,7 @@ def test_run_flags() -> None:
 
 
 async def test_a_failing_controller_factory_closes_what_was_opened() -> None:
-    from kaito_operator.manager import OperatorContext, build_operator
+    from kaito.operator import OperatorContext, build_operator
 
     closed: list[str] = []
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sandbox.controlplane import is_running, read_state
 
-KAITO = [sys.executable, "-m", "kaito_operator.cli"]
+KAITO = [sys.executable, "-m", "kaito.cli"]
 
 
 def _alive(pid: int) -> bool:

@@ -21,16 +21,17 @@ from kubernetes_asyncio import client
 from gpu_provisioner.settings import AzureSettings
 from gpu_provisioner.setup import ProvisionerFactory
 from gpu_provisioner.testing import fast_provisioner
+from kaito.operator import DEFAULT_CONTROLLERS
+from kaito.testing import running_operator
 from kaito_operator.api import constants as c
-from kaito_operator.manager import DEFAULT_CONTROLLERS
-from kaito_operator.runtime import MACHINE, NODE, WORKSPACE
+from kaito_operator.api.kinds import MACHINE, WORKSPACE
+from kaito_operator.runtime import NODE
 from kaito_operator.testing import (
     force_delete,
     force_delete_machines,
     gone,
     is_true,
     plain_client,
-    running_operator,
     wait_for,
 )
 from sandbox.aks_simulator import AksSimulator, SimulatorConfig

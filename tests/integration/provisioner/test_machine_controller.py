@@ -22,9 +22,11 @@ import pytest
 from gpu_provisioner.lifecycle import ANNOTATION_OPERATION
 from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
 from gpu_provisioner.setup import ProvisionerFactory
-from gpu_provisioner.testing import a_machine, fast_provisioner, provisioner_operator
+from gpu_provisioner.testing import a_machine, fast_provisioner
+from kaito.testing import provisioner_operator, running_operator
 from kaito_operator.api import constants as c
-from kaito_operator.runtime import EVENT, MACHINE, NODE, KubeClient
+from kaito_operator.api.kinds import MACHINE
+from kaito_operator.runtime import EVENT, NODE, KubeClient
 from kaito_operator.testing import (
     condition,
     eventually,
@@ -33,7 +35,6 @@ from kaito_operator.testing import (
     gone,
     has_condition,
     plain_client,
-    running_operator,
     wait_for,
 )
 from sandbox.aks_simulator import AksSimulator, Fault, SimulatorConfig

@@ -16,18 +16,12 @@ from typing import Any
 import pytest
 from workspace_testkit import StandInProvisioner, delete_workspace_and_wait, machines_of, preset_workspace
 
+from kaito.operator import DEFAULT_CONTROLLERS
+from kaito.testing import running_operator
 from kaito_operator.api import constants as c
-from kaito_operator.manager import DEFAULT_CONTROLLERS
-from kaito_operator.runtime import DEPLOYMENT, EVENT, NODE, POD, SERVICE, WORKSPACE
-from kaito_operator.testing import (
-    condition,
-    delete_quietly,
-    is_true,
-    plain_client,
-    running_operator,
-    wait_for,
-    wait_for_item,
-)
+from kaito_operator.api.kinds import WORKSPACE
+from kaito_operator.runtime import DEPLOYMENT, EVENT, NODE, POD, SERVICE
+from kaito_operator.testing import condition, delete_quietly, is_true, plain_client, wait_for, wait_for_item
 from kaito_operator.workspace.names import AGENT_POOL_NAME, machine_name
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
@@ -138,7 +132,7 @@ async def test_a_killed_operator_process_is_replaced_without_a_second_set_of_mac
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "kaito_operator.cli",
+        "kaito.cli",
         "run",
         env={
             **os.environ,

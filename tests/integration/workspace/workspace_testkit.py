@@ -15,21 +15,12 @@ from typing import Any
 
 import yaml
 
+from kaito.operator import OperatorContext
 from kaito_operator.api import constants as c
-from kaito_operator.manager import OperatorContext
-from kaito_operator.presets.skus import lookup
-from kaito_operator.runtime import (
-    MACHINE,
-    NODE,
-    WORKSPACE,
-    ApiError,
-    Controller,
-    KubeClient,
-    ObjectKey,
-    Result,
-    map_to_self,
-)
+from kaito_operator.api.kinds import MACHINE, WORKSPACE
+from kaito_operator.runtime import NODE, ApiError, Controller, KubeClient, ObjectKey, Result, map_to_self
 from kaito_operator.testing import INSTANCE_TYPE, condition, delete_quietly, gone, gpu_node, wait_for
+from kaito_operator.vm_sizes import lookup
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 

@@ -7,11 +7,10 @@ import logging
 
 import pytest
 
+from kaito_operator.api.kinds import MACHINE, WORKSPACE
 from kaito_operator.runtime import (
     DEPLOYMENT,
-    MACHINE,
     NODE,
-    WORKSPACE,
     FakeClock,
     ObjectKey,
     TaskGuard,

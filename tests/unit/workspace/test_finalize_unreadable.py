@@ -6,12 +6,11 @@ import copy
 from typing import Any
 
 from kaito_operator.api import constants as c
+from kaito_operator.api.kinds import MACHINE, WORKSPACE
 from kaito_operator.runtime import (
     DEPLOYMENT,
-    MACHINE,
     NODE,
     SERVICE,
-    WORKSPACE,
     EventRecorder,
     FakeClock,
     Informer,

@@ -177,11 +177,10 @@ def test_transformers_runtime_uses_the_project_runtime_without_gpus() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
 
 
-def test_the_real_runtime_command_is_found_lazily() -> None:
-    pytest.importorskip("model_images.runtime.command")
+def test_the_transformers_runtime_without_an_injected_command_is_refused_by_name() -> None:
     ws = workspace(annotations={"kaito.sh/runtime": "transformers"})
-    [container] = render_workload(ws, RenderOptions())["spec"]["template"]["spec"]["containers"]
-    assert "/workspace/weights" in " ".join(container["command"])
+    with pytest.raises(ValueError, match=r"kaito\.sh/runtime"):
+        render_workload(ws, RenderOptions())
 
 
 def test_flags_come_in_a_fixed_order() -> None:
@@ -259,3 +258,14 @@ def test_render_version_rolls_every_preset(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(workload, "RENDER_VERSION", "2")
     after = render_workload(workspace(), OPTIONS)["spec"]["template"]["metadata"]["annotations"]
     assert before[TEMPLATE_HASH_ANNOTATION] != after[TEMPLATE_HASH_ANNOTATION]
+
+
+def test_the_composition_root_injects_the_project_runtime_command() -> None:
+    from kaito.operator import render_options
+    from kaito.settings import Settings
+
+    ws = workspace(annotations={"kaito.sh/runtime": "transformers"})
+    [container] = render_workload(ws, render_options(Settings()))["spec"]["template"]["spec"]["containers"]
+    # The model images install the runtime in its own virtualenv (model_images/images/Dockerfile.template).
+    assert container["command"][0] == "/opt/kaito-runtime/bin/python"
+    assert "/workspace/weights" in container["command"]

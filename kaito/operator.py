@@ -3,10 +3,10 @@
 ``build_operator`` builds everything (API client, rate-limited REST client, metrics registry,
 Manager with its shared informers, Event recorders, controllers) and hands each part its
 dependencies; nothing is registered at import time. Controllers come from **controller
-factories**: functions ``(OperatorContext) -> Controller``. ``main`` passes
-``DEFAULT_CONTROLLERS``; to add the GPU provisioner's Machine controller, write a factory next to
-it (gpu_provisioner/) and add it to the ``controllers`` list that ``main`` builds below: it then
-shares the Manager, its Machine and Node informers, the client and the metrics.
+factories**: functions ``(OperatorContext) -> Controller``. ``DEFAULT_CONTROLLERS`` holds the
+Workspace controller's; ``controllers_from_settings`` adds the GPU provisioner's
+(``gpu_provisioner.setup.ProvisionerFactory``) unless ``KAITO_PROVISIONER_ENABLED=false``. All of
+them share the Manager (and so its Machine and Node informers), the client and the metrics.
 
 The process serves /healthz and /readyz (KAITO_HEALTH_PORT) and /metrics (KAITO_METRICS_PORT),
 logs JSON, and on SIGTERM/SIGINT lets reconciles in flight finish before it exits.
@@ -31,6 +31,8 @@ from kubernetes_asyncio import config as k8s_config
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pythonjsonlogger.json import JsonFormatter
 
+from gpu_provisioner.setup import ProvisionerFactory
+from kaito.settings import Settings
 from kaito_operator.runtime.client import KubeClient
 from kaito_operator.runtime.clock import Clock, RealClock
 from kaito_operator.runtime.controller import Controller
@@ -38,9 +40,9 @@ from kaito_operator.runtime.events import EventRecorder
 from kaito_operator.runtime.leader import LeaderElector
 from kaito_operator.runtime.manager import Manager
 from kaito_operator.runtime.metrics import RuntimeMetrics
-from kaito_operator.settings import Settings
 from kaito_operator.workspace.controller import workspace_controller
 from kaito_operator.workspace.workload import RenderOptions
+from model_images.runtime.command import runtime_container_command
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +72,32 @@ class OperatorContext:
 ControllerFactory = Callable[[OperatorContext], Controller]
 
 
+def render_options(settings: Settings) -> RenderOptions:
+    """How the Workspace controller renders workloads: the preset registry, and the project
+    runtime's container command (owned by model_images) for ``kaito.sh/runtime: transformers``."""
+    return RenderOptions(registry=settings.image_registry, runtime_command=runtime_container_command)
+
+
 def workspace_controller_factory(context: OperatorContext) -> Controller:
     return workspace_controller(
         context.manager,
         recorder=context.recorder("kaito-workspace-controller"),
-        options=RenderOptions(registry=context.settings.image_registry),
+        options=render_options(context.settings),
         concurrency=context.settings.concurrency,
         reconcile_timeout=context.settings.reconcile_timeout,
     )
 
 
 DEFAULT_CONTROLLERS: tuple[ControllerFactory, ...] = (workspace_controller_factory,)
-"""The controllers ``kaito run`` starts. The GPU provisioner's factory is added in ``main``."""
+"""The controllers every ``kaito run`` starts; see ``controllers_from_settings`` for the provisioner."""
+
+
+def controllers_from_settings(settings: Settings) -> list[ControllerFactory]:
+    """The Workspace controller, and the GPU provisioner unless another provisioner serves Machines."""
+    controllers: list[ControllerFactory] = list(DEFAULT_CONTROLLERS)
+    if settings.provisioner_enabled:
+        controllers.append(ProvisionerFactory())  # Azure settings come from the environment
+    return controllers
 
 
 @dataclass
@@ -266,9 +282,4 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "kubeconfig", None):
         settings = settings.model_copy(update={"kubeconfig": args.kubeconfig})
     configure_logging(settings.log_level)
-    controllers: list[ControllerFactory] = list(DEFAULT_CONTROLLERS)
-    if settings.provisioner_enabled:
-        from gpu_provisioner.setup import ProvisionerFactory
-
-        controllers.append(ProvisionerFactory())  # Azure settings come from the environment
-    return asyncio.run(serve(settings, controllers))
+    return asyncio.run(serve(settings, controllers_from_settings(settings)))

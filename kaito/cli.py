@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     presets = sub.add_parser("presets", help="print the preset catalogue")
     presets.set_defaults(func=_presets)
 
-    from kaito_operator.run_cli import register as register_run
+    from kaito.run_cli import register as register_run
     from model_images.cli import register as register_model_images
     from sandbox.cli import register as register_sandbox
 

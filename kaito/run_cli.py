@@ -17,4 +17,4 @@ def register(sub: Any, lazy: Lazy) -> None:
     run.add_argument(
         "--concurrency", type=int, help="parallel reconciles per controller (default: $KAITO_CONCURRENCY or 5)"
     )
-    run.set_defaults(func=lazy("kaito_operator.manager", "main"))
+    run.set_defaults(func=lazy("kaito.operator", "main"))

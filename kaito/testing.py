@@ -1,0 +1,82 @@
+"""Test helpers that build the whole operator through the composition root, for anyone testing
+against a real control plane (the project's suites and benchmarks use them too).
+
+- ``operator_settings``: operator settings for a test (free ports on 127.0.0.1, no rate limit).
+- ``running_operator``: the operator with chosen controller factories, in the caller's event loop.
+- ``provisioner_operator``: an operator running only the GPU provisioner, against the AKS simulator.
+
+The generic helpers (waits, builders, conditions, clean-up) are in ``kaito_operator.testing``; the
+control-plane fixtures in the ``sandbox.testing`` pytest plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
+from gpu_provisioner.setup import ProvisionerFactory
+from kaito.operator import DEFAULT_CONTROLLERS, ControllerFactory, Operator, build_operator
+from kaito.settings import Settings
+from sandbox.aks_simulator import AksSimulator
+
+START_TIMEOUT_S = 30.0
+"""How long the operator may take to sync its caches and start its controllers."""
+
+
+class OperatorFailed(RuntimeError):
+    """The operator under test did not start, or did not exit cleanly."""
+
+
+def operator_settings(**overrides: Any) -> Settings:
+    """Settings for an operator in a test: any free ports on 127.0.0.1, no rate limit, quick stops."""
+    values: dict[str, Any] = {
+        "metrics_port": 0,
+        "health_port": 0,
+        "bind_address": "127.0.0.1",
+        "qps": 0,
+        "concurrency": 4,
+        "shutdown_grace": 5,
+        "request_timeout": 10,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_operator(
+    api: Any, factories: Sequence[ControllerFactory] = DEFAULT_CONTROLLERS, **settings: Any
+) -> AsyncIterator[Operator]:
+    """The operator built by the composition root with the test's ApiClient and ``factories``' controllers,
+    run in this event loop; yields once its controllers run. ``settings``: overrides of ``operator_settings``.
+    On leaving, it is stopped and closed (the factories' closers run too); raises ``OperatorFailed`` if it
+    did not start or did not exit cleanly."""
+    operator = await build_operator(operator_settings(**settings), api_client=api, controllers=list(factories))
+    stop = asyncio.Event()
+    task = asyncio.create_task(operator.run(stop), name="operator")
+    try:
+        async with asyncio.timeout(START_TIMEOUT_S):
+            started = await operator.manager.wait_running()
+        if not started:
+            raise OperatorFailed(f"operator did not start: {operator.manager.failure}")
+        yield operator
+    finally:
+        stop.set()
+        code = await task
+        await operator.aclose()  # runs the factories' closers too
+        if code != 0:
+            raise OperatorFailed(f"operator failed: {operator.manager.failure}")
+
+
+@contextlib.asynccontextmanager
+async def provisioner_operator(
+    api: Any, simulator: AksSimulator, token_file: Path, settings: ProvisionerSettings, **azure: Any
+) -> AsyncIterator[ProvisionerFactory]:
+    """An operator running only the GPU provisioner, talking to ``simulator``."""
+    environment = simulator.operator_environment(simulator.write_federated_token(token_file))
+    factory = ProvisionerFactory(azure=AzureSettings(**{**environment, **azure}), settings=settings)
+    async with running_operator(api, [factory]):
+        yield factory
