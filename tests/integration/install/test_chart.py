@@ -146,14 +146,15 @@ def test_workload_identity_values_reach_the_service_account_and_the_pod(helm: He
 @pytest.mark.parametrize(
     ("setting", "named"),
     [
-        ("operator.replicas=0", "operator.replicas"),
-        ("operator.logLevel=LOUD", "operator.logLevel"),
-        ("workloadIdentity.clientId=not-a-guid", "workloadIdentity.clientId"),
-        ("devicePlugin.enabeld=false", "devicePlugin"),
-        ("operator.image.pullPolicy=Sometimes", "operator.image.pullPolicy"),
+        ("operator.replicas=0", "'/operator/replicas'"),
+        ("operator.logLevel=LOUD", "'/operator/logLevel'"),
+        ("workloadIdentity.clientId=not-a-guid", "'/workloadIdentity/clientId'"),
+        ("devicePlugin.enabeld=false", "'enabeld'"),
+        ("operator.image.pullPolicy=Sometimes", "'/operator/image/pullPolicy'"),
     ],
 )
 def test_a_wrong_value_fails_install_with_a_message_naming_it(helm: Helm, setting: str, named: str) -> None:
+    # Helm names the value by its JSON pointer ('/operator/replicas'), an unknown one by its key.
     result = helm.run(
         "install", "kaito", str(CHART), "--dry-run", "--namespace", "kaito-system", "--set", setting, check=False
     )
