@@ -20,10 +20,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IDENTITY_SETUP_HINT = (
-    "Run scripts/setup-identity.sh (it creates the managed identity, grants it Contributor on the "
-    "cluster, and federates it with the operator's ServiceAccount), then install the chart with "
-    "workloadIdentity.clientId and workloadIdentity.tenantId set so the AKS workload-identity webhook "
-    "injects AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE and AZURE_AUTHORITY_HOST."
+    "Run scripts/setup-identity.sh -g <resource group> -c <cluster> (it creates the managed identity, "
+    "grants it a custom role limited to reading the cluster and writing its agent pools, and federates "
+    "it with the operator's ServiceAccount), then install or upgrade the chart helm/kaito with the values "
+    "it prints: workloadIdentity.clientId, workloadIdentity.tenantId and provisioner.azure.subscriptionId, "
+    ".resourceGroup, .clusterName, .location. The AKS workload-identity webhook then injects AZURE_CLIENT_ID, "
+    "AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE and AZURE_AUTHORITY_HOST. See docs/install-aks.md."
 )
 
 
