@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helm_kit import AZURE_VALUES, CHART, Helm, container_env, of_kind, set_args
 from kubernetes_asyncio import client
 
 from kaito_operator.runtime import DEPLOYMENT, ResourceKind
 from kaito_operator.testing import eventually, plain_client
 from sandbox.controlplane import ControlPlane
 from sandbox.kube import REQUEST_TIMEOUT, apply_objects, install_crds
+from tests.integration.install.helm_kit import AZURE_VALUES, CHART, Helm, container_env, of_kind, set_args
 
 pytestmark = [pytest.mark.controlplane]
 

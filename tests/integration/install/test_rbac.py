@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import yaml
-from helm_kit import AZURE_VALUES, CHART, Helm, set_args
 from kubernetes_asyncio import client
 
 from gpu_provisioner.settings import AzureSettings
@@ -37,6 +36,7 @@ from kaito_operator.testing import (
 from sandbox.aks_simulator import AksSimulator, SimulatorConfig
 from sandbox.controlplane import ControlPlane
 from sandbox.kube import REQUEST_TIMEOUT, api_client_from_kubeconfig
+from tests.integration.install.helm_kit import AZURE_VALUES, CHART, Helm, set_args
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 
@@ -137,8 +137,8 @@ async def flow(
                 kubeconfig=control_plane.kubeconfig, provisioning_delay_s=1.0, deletion_delay_s=0.3
             )
             async with AksSimulator(config) as simulator, await api_client_from_kubeconfig(kubeconfig) as as_chart:
-                azure = AzureSettings(
-                    **simulator.operator_environment(simulator.write_federated_token(folder / "token"))
+                azure = AzureSettings.model_validate(
+                    simulator.operator_environment(simulator.write_federated_token(folder / "token"))
                 )
                 selector = f"{c.LABEL_WORKSPACE_NAMESPACE}={namespace}"
                 factory = ProvisionerFactory(azure=azure, settings=fast_provisioner(selector))

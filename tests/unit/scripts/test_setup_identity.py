@@ -172,7 +172,8 @@ def test_a_cluster_without_oidc_issuer_is_enabled_only_with_consent(tmp_path: Pa
     assert consented.returncode == 0, consented.stderr
     updates = [call for call in az.changing_calls() if call[:2] == ["aks", "update"]]
     assert len(updates) == 1 and "--enable-workload-identity" in updates[0]
-    issuer = az.state["clusters"]["rg-llm/aks-llm"]["oidcIssuerProfile"]["issuerUrl"]
+    cluster = az.state["clusters"]["rg-llm/aks-llm"]  # re-read after the run (mypy narrowed the earlier read)
+    issuer = cluster["oidcIssuerProfile"]["issuerUrl"]
     (credential,) = az.state["federated_credentials"].values()
     assert credential["issuer"] == issuer
 
