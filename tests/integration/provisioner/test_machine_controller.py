@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gpu_provisioner.lifecycle import ANNOTATION_OPERATION
+from gpu_provisioner.machine import ANNOTATION_OPERATION
 from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
 from gpu_provisioner.setup import ProvisionerFactory
 from gpu_provisioner.testing import a_machine, fast_provisioner
