@@ -55,7 +55,9 @@ class ConfigurationCheck:
         return Result(self._settings.configuration_recheck_interval_s * _HEALTHY_RECHECK_FACTOR)
 
     def _verdict(self, problem: str | None) -> None:
-        changed = problem != self.problem or not self.checked
+        # Only a change wakes the Machines: a first "all is well" must not make every Machine look at
+        # Azure again before its time.
+        changed = problem != self.problem
         self.checked = True
         if problem != self.problem:
             if problem is None:

@@ -23,6 +23,7 @@ from gpu_provisioner.setup import ProvisionerFactory
 from kaito.operator import DEFAULT_CONTROLLERS, ControllerFactory, Operator, build_operator
 from kaito.settings import Settings
 from kaito_operator.runtime.clock import Clock
+from kaito_operator.testing import eventually
 from sandbox.aks_simulator import AksSimulator
 
 START_TIMEOUT_S = 30.0
@@ -45,13 +46,27 @@ class RunningProvisioner:
         return provisioner.machine_controller.reconciler
 
     def reconciles(self, controller: str) -> float:
-        """How many reconciles ``controller`` finished so far (any outcome), from the operator's metrics."""
-        total = 0.0
-        for metric in self.operator.metrics.reconciles.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total") and sample.labels.get("controller") == controller:
-                    total += sample.value
-        return total
+        return reconciles(self.operator, controller)
+
+
+def reconciles(operator: Operator, controller: str) -> float:
+    """How many reconciles ``controller`` finished so far (any outcome), from the operator's metrics:
+    what a test waits on instead of sleeping through an observation window."""
+    total = 0.0
+    for metric in operator.metrics.reconciles.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels.get("controller") == controller:
+                total += sample.value
+    return total
+
+
+async def reconciled_again(operator: Operator, controller: str, since: float, *, timeout: float = 30) -> None:
+    """Wait until ``controller`` finished another reconcile after the count ``since``."""
+
+    async def more() -> bool | None:
+        return True if reconciles(operator, controller) > since else None
+
+    await eventually(more, timeout=timeout, what=f"another reconcile of {controller}")
 
 
 class OperatorFailed(RuntimeError):
