@@ -147,6 +147,41 @@ class ProvisionerSettings(BaseSettings):
         gt=0,
         description="How long to remember a started create when its status write got lost.",
     )
+    launch_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A Machine whose create Azure has not accepted this long after the Machine was made "
+        "(transient errors, failed operations) is deleted (karpenter: 5 min).",
+    )
+    registration_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="A Machine whose node has not registered this long after MachineLaunched became True "
+        "is deleted with its pool (karpenter: 15 min).",
+    )
+    launch_recheck_interval_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="After a permanent launch failure (quota, VM size not allowed, no capacity), send the "
+        "same create again at most this often, so a raised quota recovers without deleting anything.",
+    )
+    configuration_recheck_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the start-up check of the Azure configuration (cluster reachable, identity "
+        "allowed) runs again while it fails, and at most how often once it passed (x10).",
+    )
+    drain_timeout_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long to keep evicting a node's pods (PodDisruptionBudgets may refuse) before the "
+        "node is deleted anyway.",
+    )
+    gc_max_deletions_per_sweep: int = Field(
+        default=10,
+        ge=1,
+        description="At most this many agent pools deleted by one garbage-collection sweep.",
+    )
 
 
 def parse_selector(selector: str | None) -> dict[str, str]:

@@ -254,6 +254,13 @@ class KubeClient:
         namespace = (obj.get("metadata") or {}).get("namespace")
         return await self._call("create", "POST", kind, kind.path(namespace), body=obj)
 
+    async def create_subresource(
+        self, kind: ResourceKind, name: str, subresource: str, body: dict[str, Any], namespace: str | None = None
+    ) -> dict[str, Any]:
+        """POST to a subresource, e.g. a Pod's ``eviction`` (a policy/v1 Eviction, which the API server
+        refuses with 429 while a PodDisruptionBudget forbids it)."""
+        return await self._call("create", "POST", kind, kind.path(namespace, name, subresource), body=body)
+
     async def replace(self, kind: ResourceKind, obj: dict[str, Any]) -> dict[str, Any]:
         """PUT the whole object; with metadata.resourceVersion set, a concurrent change is a 409."""
         meta = obj["metadata"]
