@@ -92,6 +92,7 @@ def workspace_controller_factory(context: OperatorContext) -> Controller:
         options=render_options(context.settings),
         concurrency=context.settings.concurrency,
         reconcile_timeout=context.settings.reconcile_timeout,
+        refused_retry=context.settings.refused_write_retry,
     )
 
 

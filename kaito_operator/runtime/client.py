@@ -250,9 +250,11 @@ class KubeClient:
             response.close()
 
     # --- writes ------------------------------------------------------------------------------------
-    async def create(self, kind: ResourceKind, obj: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, kind: ResourceKind, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """POST ``obj``; ``dry_run``: the server validates and admits it (admission included) but stores nothing."""
         namespace = (obj.get("metadata") or {}).get("namespace")
-        return await self._call("create", "POST", kind, kind.path(namespace), body=obj)
+        query = [("dryRun", "All")] if dry_run else None
+        return await self._call("create", "POST", kind, kind.path(namespace), query=query, body=obj)
 
     async def create_subresource(
         self, kind: ResourceKind, name: str, subresource: str, body: dict[str, Any], namespace: str | None = None

@@ -168,7 +168,7 @@ def test_a_node_that_never_registers_expires_after_the_registration_timeout() ->
 def test_only_a_launch_that_keeps_failing_transiently_expires() -> None:
     later = datetime.fromtimestamp(START.timestamp() + SETTINGS.launch_timeout_s, UTC)
     for outcome in ("permanent", "configuration", "not_owned", "in_progress"):
-        draft = Draft(machine(), launch_outcome=outcome)  # type: ignore[arg-type]
+        draft = Draft(machine(), launch_outcome=outcome)
         assert liveness.check(draft, now=later, settings=SETTINGS) is None
     draft = Draft(machine(), launch_outcome="retrying")
     verdict = liveness.check(draft, now=later, settings=SETTINGS)
