@@ -233,6 +233,9 @@ async def build_operator(
             namespace=settings.leader_election_namespace,
             name=settings.leader_election_id,
             identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+            lease_duration=settings.leader_election_lease_duration,
+            renew_deadline=settings.leader_election_renew_deadline,
+            retry_period=settings.leader_election_retry_period,
         )
     manager = Manager(
         kube,

@@ -6,9 +6,9 @@ time, so tests set variables with ``monkeypatch.setenv`` or pass keyword argumen
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kaito_operator.presets.catalog import DEFAULT_REGISTRY
@@ -44,8 +44,41 @@ class Settings(BaseSettings):
     leader_elect: bool = Field(default=False, description="Run controllers only while holding a Lease.")
     leader_election_namespace: str = Field(default="default", description="Namespace of the leader Lease.")
     leader_election_id: str = Field(default="kaito-operator-leader", description="Name of the leader Lease.")
+    leader_election_lease_duration: int = Field(
+        default=15,
+        ge=1,
+        description="Seconds a standby waits, after it last saw the Lease renewed, before it takes over "
+        "(the Lease's leaseDurationSeconds). A failover after a crash takes about this long.",
+    )
+    leader_election_renew_deadline: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds the leader keeps trying to renew before it stops acting; below the lease duration.",
+    )
+    leader_election_retry_period: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between renewals (leader) and between attempts to take the Lease (standby); "
+        "below the renew deadline.",
+    )
     kubeconfig: str | None = Field(
         default=None,
         validation_alias="KUBECONFIG",
         description="Kubeconfig file (env KUBECONFIG); unset: the in-cluster service account.",
     )
+
+    @model_validator(mode="after")
+    def _lease_timings_nest(self) -> Self:
+        # As client-go requires: the leader gives up before a standby may take over, and renews
+        # more than once within its deadline.
+        if not self.leader_election_renew_deadline < self.leader_election_lease_duration:
+            raise ValueError(
+                f"KAITO_LEADER_ELECTION_RENEW_DEADLINE ({self.leader_election_renew_deadline:g}) must be "
+                f"below KAITO_LEADER_ELECTION_LEASE_DURATION ({self.leader_election_lease_duration})"
+            )
+        if not self.leader_election_retry_period < self.leader_election_renew_deadline:
+            raise ValueError(
+                f"KAITO_LEADER_ELECTION_RETRY_PERIOD ({self.leader_election_retry_period:g}) must be "
+                f"below KAITO_LEADER_ELECTION_RENEW_DEADLINE ({self.leader_election_renew_deadline:g})"
+            )
+        return self

@@ -5,8 +5,9 @@ The client-go algorithm, on the injected clock:
   renewed for ``lease_duration`` as measured by *our* clock since we last saw its record change
   (never by comparing the holder's timestamps with ours: clocks differ between machines);
 - every write carries the resourceVersion it was based on, so two candidates cannot both win;
-- the leader renews every ``retry_period``; if it cannot renew for ``renew_deadline`` it has lost
-  the Lease and must stop acting (the Manager then stops the process, which restarts clean);
+- the leader renews every ``retry_period``; if it cannot renew for ``renew_deadline``, or it reads
+  the Lease held by another identity, it has lost the Lease and must stop acting at once (the
+  Manager then cancels its reconciles and stops the process, which restarts clean);
 - on a graceful stop the leader releases the Lease, so a standby takes over at once.
 """
 
@@ -69,6 +70,9 @@ class LeaderElector:
                 remaining = last_renewal + self._renew_deadline - self._clock.monotonic()
                 if await self._renew_within(remaining):
                     last_renewal = self._clock.monotonic()
+                elif self._observed is not None and self._observed[0] not in ("", self.identity):
+                    self.leading.clear()
+                    raise LostLeadership(f"lease {self.namespace}/{self.name} is held by {self._observed[0]!r} now")
                 elif self._clock.monotonic() - last_renewal >= self._renew_deadline:
                     self.leading.clear()
                     raise LostLeadership(f"could not renew lease {self.namespace}/{self.name}")

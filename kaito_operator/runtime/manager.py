@@ -6,7 +6,8 @@
 - ``controller(name, reconciler, ...)`` makes a Controller and registers it.
 - ``start()`` runs every informer, waits until all caches are filled (so a reconcile after a
   restart sees what already exists and never makes it twice), then, when a ``LeaderElector`` is
-  given, waits to hold the Lease, and starts the workers. Losing the Lease stops the manager.
+  given, waits to hold the Lease, and starts the workers. Losing the Lease stops the manager and
+  cancels the reconciles in flight at once: another replica may already act on the same objects.
 - ``stop()`` stops taking keys, lets reconciles in flight finish within the grace period, then
   cancels the rest and the watches. A crashed background task stops the whole manager
   (``run()`` then returns 1): a process that lost its cache must not keep acting on it.
@@ -24,7 +25,7 @@ from kaito_operator.runtime.clock import Clock
 from kaito_operator.runtime.controller import Controller, Reconciler
 from kaito_operator.runtime.informer import Informer
 from kaito_operator.runtime.kinds import ResourceKind
-from kaito_operator.runtime.leader import LeaderElector
+from kaito_operator.runtime.leader import LeaderElector, LostLeadership
 from kaito_operator.runtime.metrics import RuntimeMetrics
 from kaito_operator.runtime.queue import ExponentialBackoff
 from kaito_operator.runtime.tasks import TaskGuard
@@ -64,6 +65,7 @@ class Manager:
         self._done = asyncio.Event()
         self._running = asyncio.Event()
         self.failure: str | None = None
+        self.lost_leadership = False
 
     # --- building ----------------------------------------------------------------------------------
     def informer(self, kind: ResourceKind, namespace: str | None = None, label_selector: str | None = None) -> Informer:
@@ -176,7 +178,8 @@ class Manager:
         self._stopping = True
         for controller in self._controllers:
             controller.shut_down()
-        await self._worker_tasks.shutdown(grace=self._shutdown_grace)
+        grace = 0.0 if self.lost_leadership else self._shutdown_grace
+        await self._worker_tasks.shutdown(grace=grace)
         await self._informer_tasks.shutdown()
         self._done.set()
         log.info("manager stopped")
@@ -204,5 +207,11 @@ class Manager:
         if self._stopping:
             return
         self.failure = f"{task}: {error}"
+        if isinstance(error, LostLeadership):
+            # Another replica may hold the Lease already: no grace period for reconciles in flight.
+            self.lost_leadership = True
+            for controller in self._controllers:
+                controller.shut_down()
+            self._worker_tasks.cancel_all()
         log.error("stopping: background task %s failed", task)
         self._done.set()

@@ -45,6 +45,11 @@ class TaskGuard:
             if self._on_crash is not None:
                 self._on_crash(task.get_name(), RuntimeError(f"{task.get_name()} exited unexpectedly"))
 
+    def cancel_all(self) -> None:
+        """Cancel every task now, without waiting (``shutdown`` still awaits them)."""
+        for task in list(self._tasks):
+            task.cancel()
+
     @property
     def running(self) -> int:
         return len(self._tasks)

@@ -46,6 +46,36 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
 
 
+def test_lease_timings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAITO_LEADER_ELECTION_LEASE_DURATION", "8")
+    monkeypatch.setenv("KAITO_LEADER_ELECTION_RENEW_DEADLINE", "5")
+    monkeypatch.setenv("KAITO_LEADER_ELECTION_RETRY_PERIOD", "0.5")
+    settings = Settings()
+    assert (
+        settings.leader_election_lease_duration,
+        settings.leader_election_renew_deadline,
+        settings.leader_election_retry_period,
+    ) == (8, 5.0, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("lease", "renew", "retry", "named"),
+    [
+        ("10", "10", "2", "RENEW_DEADLINE"),  # the leader must give up before a standby takes over
+        ("10", "12", "2", "RENEW_DEADLINE"),
+        ("15", "2", "2", "RETRY_PERIOD"),  # at least one renewal within the deadline
+    ],
+)
+def test_lease_timings_that_do_not_nest_are_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, lease: str, renew: str, retry: str, named: str
+) -> None:
+    monkeypatch.setenv("KAITO_LEADER_ELECTION_LEASE_DURATION", lease)
+    monkeypatch.setenv("KAITO_LEADER_ELECTION_RENEW_DEADLINE", renew)
+    monkeypatch.setenv("KAITO_LEADER_ELECTION_RETRY_PERIOD", retry)
+    with pytest.raises(ValueError, match=f"KAITO_LEADER_ELECTION_{named}"):
+        Settings()
+
+
 def test_run_flags() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")

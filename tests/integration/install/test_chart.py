@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from kaito.settings import Settings
 from kaito_operator.runtime import DEPLOYMENT, ResourceKind
 from kaito_operator.testing import eventually, plain_client
 from sandbox.controlplane import ControlPlane
@@ -143,6 +144,24 @@ def test_workload_identity_values_reach_the_service_account_and_the_pod(helm: He
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
+def test_lease_timings_reach_the_operator_settings(helm: Helm, monkeypatch: pytest.MonkeyPatch) -> None:
+    timings = {
+        "operator.leaderElection.leaseDuration": "8",
+        "operator.leaderElection.renewDeadline": "5",
+        "operator.leaderElection.retryPeriod": "1",
+    }
+    environment = container_env(helm.render("kaito-system", {**AZURE_VALUES, **timings}))
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()  # the operator's own reading of the rendered environment
+    assert settings.leader_elect
+    assert (
+        settings.leader_election_lease_duration,
+        settings.leader_election_renew_deadline,
+        settings.leader_election_retry_period,
+    ) == (8, 5.0, 1.0)
+
+
 @pytest.mark.parametrize(
     ("setting", "named"),
     [
@@ -151,6 +170,7 @@ def test_workload_identity_values_reach_the_service_account_and_the_pod(helm: He
         ("workloadIdentity.clientId=not-a-guid", "'/workloadIdentity/clientId'"),
         ("devicePlugin.enabeld=false", "'enabeld'"),
         ("operator.image.pullPolicy=Sometimes", "'/operator/image/pullPolicy'"),
+        ("operator.leaderElection.renewDeadline=0", "'/operator/leaderElection/renewDeadline'"),
     ],
 )
 def test_a_wrong_value_fails_install_with_a_message_naming_it(helm: Helm, setting: str, named: str) -> None:

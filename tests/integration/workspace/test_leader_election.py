@@ -93,3 +93,54 @@ async def test_an_expired_lease_of_a_dead_holder_is_taken_over(kube_api: Any, na
     finally:
         stop.set()
         assert await task == 0
+
+
+class Stuck:
+    """A reconcile that never ends on its own and records how it ended."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def reconcile(self, key: ObjectKey) -> Result:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return Result()
+
+
+async def test_a_leader_that_sees_another_holder_cancels_its_reconciles_at_once(kube_api: Any, namespace: str) -> None:
+    client = plain_client(kube_api)
+    elector = LeaderElector(
+        client, RealClock(), namespace=namespace, name="leader", identity="first", lease_duration=10, renew_deadline=6
+    )
+    # An hour of grace: a cancellation seen within the wait below can only be the immediate one.
+    manager = Manager(client, clock=RealClock(), metrics=RuntimeMetrics(), leader_elector=elector, shutdown_grace=3600)
+    stuck = Stuck()
+    controller = manager.controller("stuck", stuck)
+    stop = asyncio.Event()
+    task = asyncio.create_task(manager.run(stop))
+    try:
+        async with asyncio.timeout(15):
+            assert await manager.wait_running()
+        controller.queue.add(ObjectKey(namespace, "a"))
+        async with asyncio.timeout(15):
+            await stuck.started.wait()
+
+        # Another replica takes the Lease (as after a partition in which ours expired).
+        lease = await client.get(LEASE, "leader", namespace)
+        lease["spec"]["holderIdentity"] = "second"
+        await client.replace(LEASE, lease)
+
+        async with asyncio.timeout(60):
+            await stuck.cancelled.wait()
+            assert await task == 1, "a process that lost the Lease exits non-zero, to restart clean"
+        assert manager.lost_leadership
+        assert not elector.leading.is_set()
+        assert (await client.get(LEASE, "leader", namespace))["spec"]["holderIdentity"] == "second", "left alone"
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
