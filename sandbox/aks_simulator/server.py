@@ -189,6 +189,21 @@ class AksSimulator:
             r for r in self.requests if r.target == target and (pool is None or (r.pool or "").lower() == pool.lower())
         ]
 
+    def puts_while_in_flight(self) -> list[RecordedRequest]:
+        """PUTs of a pool that arrived while an earlier create or update of that pool was still
+        running: a client acting twice (e.g. two operator replicas at once, or a restarted one that
+        forgot its create). AKS answers them 409; a correct client never sends them."""
+        windows: dict[str, list[tuple[float, float]]] = {}
+        for operation in self.cluster.operations.values():
+            if operation.kind in ("create", "update"):
+                end = operation.end_time.timestamp() if operation.end_time else float("inf")
+                windows.setdefault(operation.pool.lower(), []).append((operation.start_time.timestamp(), end))
+        return [
+            r
+            for r in self.requests_for("PUT")
+            if any(start < r.time < end for start, end in windows.get((r.pool or "").lower(), []))
+        ]
+
     # --- HTTP -------------------------------------------------------------------------------------
     @web.middleware
     async def _record(

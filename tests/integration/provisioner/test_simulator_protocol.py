@@ -286,3 +286,17 @@ async def test_the_simulator_runs_as_a_process_and_prints_what_an_operator_needs
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             assert await process.wait() == 0
+
+
+async def test_a_second_put_while_the_create_runs_is_recorded_as_acting_twice(
+    http: aiohttp.ClientSession, simulator: AksSimulator
+) -> None:
+    simulator.config.provisioning_delay_s = 30  # the create stays InProgress for the whole test
+    auth = await bearer(http, simulator)
+    for pool in ("pool1", "pool2"):
+        async with http.put(f"{pools_url(simulator)}/{pool}?{API}", json=BODY, headers=auth) as response:
+            assert response.status == 201
+    async with http.put(f"{pools_url(simulator)}/pool1?{API}", json=BODY, headers=auth) as response:
+        assert response.status == 409, "AKS refuses a PUT while the pool's create runs"
+    doubles = simulator.puts_while_in_flight()
+    assert [(r.pool, r.status) for r in doubles] == [("pool1", 409)], "only the repeat, never the first PUTs"
