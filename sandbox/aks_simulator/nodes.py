@@ -7,10 +7,15 @@ the ``kwok.x-k8s.io/node: fake`` annotation Ready, and keeps the capacity sent a
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.rest import ApiException
 
@@ -18,6 +23,7 @@ from sandbox.aks_simulator.sizes import shape
 
 log = logging.getLogger(__name__)
 _REQUEST_TIMEOUT_S = 10
+_T = TypeVar("_T")
 _PODS_PER_NODE = 110
 # What AKS holds back from a node for the OS and kubelet, roughly; allocatable = capacity - this.
 _RESERVED_CPU_MILLIS = 180
@@ -98,9 +104,25 @@ def node_manifest(
 class NodeRegistrar:
     """Creates and deletes simulated Nodes through a real API server."""
 
-    def __init__(self, kubeconfig: Path) -> None:
+    def __init__(self, kubeconfig: Path, *, retry_for_s: float = 120.0) -> None:
         self._kubeconfig = kubeconfig
         self._api: client.ApiClient | None = None
+        self._retry_for_s = retry_for_s
+
+    async def _retrying(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """A joining VM's kubelet keeps trying while the API server is away (restarting, 5xx, 429)."""
+        deadline = time.monotonic() + self._retry_for_s
+        delay = 0.2
+        while True:
+            try:
+                return await call()
+            except (aiohttp.ClientError, OSError, TimeoutError, ApiException) as error:
+                refused = isinstance(error, ApiException) and not (error.status == 429 or error.status >= 500)
+                if refused or time.monotonic() > deadline:
+                    raise
+                log.info("simulator: the API server is not answering (%s); trying again in %.1fs", error, delay)
+                await asyncio.sleep(delay)  # the kubelet's retry pace
+                delay = min(delay * 2, 5.0)
 
     async def start(self) -> None:
         configuration = client.Configuration()
@@ -121,20 +143,25 @@ class NodeRegistrar:
     async def register(self, manifest: dict[str, Any]) -> None:
         body: Any = manifest  # the client serialises plain dicts as they are; no need for V1Node
         try:
-            await self._core.create_node(body, _request_timeout=_REQUEST_TIMEOUT_S)
+            await self._retrying(lambda: self._core.create_node(body, _request_timeout=_REQUEST_TIMEOUT_S))
         except ApiException as error:
             if error.status != 409:  # already there: a re-created pool kept its old node name
                 raise
 
+    async def _delete_node(self, name: str) -> None:
+        await self._core.delete_node(name, _request_timeout=_REQUEST_TIMEOUT_S)
+
     async def remove_pool_nodes(self, pool: str) -> list[str]:
         """Delete every node of ``pool`` (finalizers are left to their owners, as in AKS)."""
-        nodes = await self._core.list_node(
-            label_selector=f"kubernetes.azure.com/agentpool={pool}", _request_timeout=_REQUEST_TIMEOUT_S
+        nodes = await self._retrying(
+            lambda: self._core.list_node(
+                label_selector=f"kubernetes.azure.com/agentpool={pool}", _request_timeout=_REQUEST_TIMEOUT_S
+            )
         )
         deleted: list[str] = []
         for node in nodes.items:
             try:
-                await self._core.delete_node(node.metadata.name, _request_timeout=_REQUEST_TIMEOUT_S)
+                await self._retrying(functools.partial(self._delete_node, node.metadata.name))
                 deleted.append(node.metadata.name)
             except ApiException as error:
                 if error.status != 404:
