@@ -20,7 +20,7 @@ import aiohttp
 from kaito_operator.runtime.clock import Clock
 from kaito_operator.runtime.errors import ApiError
 from kaito_operator.runtime.kinds import ResourceKind
-from kaito_operator.runtime.metrics import RuntimeMetrics
+from kaito_operator.runtime.metrics import RuntimeMetrics, current_controller
 
 PatchType = Literal["merge", "json", "apply"]
 _CONTENT_TYPES: dict[PatchType, str] = {
@@ -125,6 +125,7 @@ class KubeClient:
             raise ApiError(0, type(error).__name__, str(error) or "no response", verb=verb, path=path) from error
         finally:
             self._metrics.api_requests.labels(verb, kind.group, kind.plural, subresource, code).inc()
+            self._metrics.api_requests_by_controller.labels(current_controller.get(), verb).inc()
 
     async def _call(
         self,

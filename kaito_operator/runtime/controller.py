@@ -26,7 +26,7 @@ from kaito_operator.runtime.errors import ApiError, PermanentError, TransientErr
 from kaito_operator.runtime.informer import Informer, WatchEvent
 from kaito_operator.runtime.kinds import ObjectKey
 from kaito_operator.runtime.mapping import Mapper, map_to_self
-from kaito_operator.runtime.metrics import RuntimeMetrics
+from kaito_operator.runtime.metrics import RuntimeMetrics, current_controller
 from kaito_operator.runtime.queue import ExponentialBackoff, QueueShutDown, WorkQueue
 from kaito_operator.runtime.tasks import TaskGuard
 
@@ -128,6 +128,7 @@ class Controller:
     async def _process(self, key: ObjectKey) -> None:
         started = time.perf_counter()
         outcome = "success"
+        attribution = current_controller.set(self.name)
         try:
             async with asyncio.timeout(self._reconcile_timeout):
                 result = await self.reconciler.reconcile(key)
@@ -174,5 +175,6 @@ class Controller:
                 outcome = "requeue"
                 self.queue.add_after(key, result.requeue_after)
         finally:
+            current_controller.reset(attribution)
             self._metrics.reconcile_duration.labels(self.name).observe(time.perf_counter() - started)
         self._metrics.reconciles.labels(self.name, outcome).inc()

@@ -6,7 +6,13 @@ and benchmarks can read exact numbers without the global default registry's cros
 
 from __future__ import annotations
 
+import contextvars
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+current_controller: contextvars.ContextVar[str] = contextvars.ContextVar("current_controller", default="")
+"""The controller whose reconcile is running in this task (set by the controller loop, inherited by
+what the reconcile awaits or spawns); "" outside reconciles: informers, leader election."""
 
 
 class RuntimeMetrics:
@@ -48,6 +54,13 @@ class RuntimeMetrics:
             "Requests to the Kubernetes API server, by verb, API group, resource, subresource and HTTP status "
             "code (verb is the client's: apply is a server-side apply, authorized as patch).",
             ["verb", "group", "resource", "subresource", "code"],
+            registry=self.registry,
+        )
+        self.api_requests_by_controller = Counter(
+            "kaito_api_requests_by_controller_total",
+            "Requests to the Kubernetes API server, by the controller whose reconcile sent them (empty: "
+            "informers and leader election) and verb.",
+            ["controller", "verb"],
             registry=self.registry,
         )
         self.watch_restarts = Counter(
