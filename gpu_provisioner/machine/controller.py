@@ -21,7 +21,7 @@ from gpu_provisioner import conditions as cond
 from gpu_provisioner.cloudprovider import CloudProvider
 from gpu_provisioner.machine import liveness
 from gpu_provisioner.machine.draft import Draft, meta
-from gpu_provisioner.machine.initialization import Initialization
+from gpu_provisioner.machine.initialization import Initialization, initialized_label_if_ready
 from gpu_provisioner.machine.launch import ANNOTATION_FAILED_REQUEST, Launch
 from gpu_provisioner.machine.nodes import NODE_INDEX, agentpool_of, json_patch
 from gpu_provisioner.machine.operations import ANNOTATION_OPERATION, OperationLedger
@@ -108,7 +108,9 @@ class MachineController:
         self._configuration_problem = configuration_problem
         nodes.add_indexer(NODE_INDEX, agentpool_of)
         self.operations = OperationLedger(clock, settings.launched_cache_ttl_s)
-        self.registration = Registration(client=client, nodes=nodes, settings=settings)
+        self.registration = Registration(
+            client=client, nodes=nodes, settings=settings, labels_at_claim=initialized_label_if_ready
+        )
         self.launch = Launch(
             cloud=cloud, operations=self.operations, clock=clock, settings=settings, cluster_name=cluster_name
         )

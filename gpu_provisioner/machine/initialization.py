@@ -49,6 +49,12 @@ class Initialization:
         return None
 
 
+def initialized_label_if_ready(machine: Mapping[str, Any], node: Mapping[str, Any]) -> dict[str, str]:
+    """The initialized label for a node that needs no more waiting, so registration can write it
+    with its claim (one node write instead of two); nothing otherwise."""
+    return {LABEL_INITIALIZED: "true"} if initialization_problem(machine, node) is None else {}
+
+
 def initialization_problem(machine: Mapping[str, Any], node: Mapping[str, Any]) -> tuple[str, str] | None:
     """Why a registered node is not initialized yet (reason, message), or None (pure)."""
     node_conditions = (node.get("status") or {}).get("conditions") or []

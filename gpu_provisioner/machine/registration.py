@@ -1,9 +1,14 @@
 """Registration: owns MachineRegistered. Finds the one node of the Machine's agent pool (AKS labels
 it ``kubernetes.azure.com/agentpool=<pool>``), puts our finalizer and an owner reference to the
-Machine on it, as karpenter does, and copies providerID, nodeName, capacity and allocatable."""
+Machine on it, as karpenter does, and copies providerID, nodeName, capacity and allocatable.
+
+The claim is one strategic merge patch (finalizers merge as a set, owner references by uid: what
+others put there stays), guarded by the resourceVersion it was based on; when the node is already
+initialized it also carries the initialized label, saving the Initialization step its own write."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from gpu_provisioner import conditions as cond
@@ -16,12 +21,23 @@ from kaito_operator.runtime import NODE, Informer, KubeClient
 
 LABEL_REGISTERED: Final = "karpenter.sh/registered"
 
+LabelsAtClaim = Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, str]]
+"""(Machine, node) → further node labels to write with the claim."""
+
 
 class Registration:
-    def __init__(self, *, client: KubeClient, nodes: Informer, settings: ProvisionerSettings) -> None:
+    def __init__(
+        self,
+        *,
+        client: KubeClient,
+        nodes: Informer,
+        settings: ProvisionerSettings,
+        labels_at_claim: LabelsAtClaim | None = None,
+    ) -> None:
         self._client = client
         self._nodes = nodes
         self._settings = settings
+        self._labels_at_claim = labels_at_claim
 
     def nodes_of(self, pool: str) -> list[dict[str, Any]]:
         return self._nodes.store.by_index(NODE_INDEX, pool)
@@ -80,33 +96,32 @@ class Registration:
         """Our finalizer and an owner reference to the Machine on the node (written once)."""
         node_meta = meta(node)
         machine_meta = meta(draft.machine)
-        finalizers = list(node_meta.get("finalizers") or [])
-        owners = list(node_meta.get("ownerReferences") or [])
+        finalizers = node_meta.get("finalizers") or []
+        owners = node_meta.get("ownerReferences") or []
         labels = node_meta.get("labels") or {}
         owned = any(ref.get("uid") == machine_meta.get("uid") for ref in owners)
         if c.MACHINE_FINALIZER in finalizers and owned and labels.get(LABEL_REGISTERED) == "true":
             return
-        if c.MACHINE_FINALIZER not in finalizers:
-            finalizers.append(c.MACHINE_FINALIZER)
-        if not owned:
-            owners.append(
-                {
-                    "apiVersion": MACHINE.api_version,
-                    "kind": MACHINE.kind,
-                    "name": machine_meta.get("name"),
-                    "uid": machine_meta.get("uid"),
-                    "blockOwnerDeletion": True,
-                }
-            )
+        wanted = {LABEL_REGISTERED: "true"}
+        if self._labels_at_claim is not None:
+            wanted.update(self._labels_at_claim(draft.machine, node))
         patch = {
             "metadata": {
-                # Merge patches replace lists whole; the resourceVersion makes this one fail with a
-                # conflict (and be retried) rather than drop someone else's concurrent change.
+                # A node changed since we looked (deleted meanwhile, say) is not claimed: the
+                # conflict is retried once the watch brings the current node.
                 "resourceVersion": node_meta.get("resourceVersion"),
-                "finalizers": finalizers,
-                "ownerReferences": owners,
-                "labels": {LABEL_REGISTERED: "true"},
+                "finalizers": [c.MACHINE_FINALIZER],
+                "ownerReferences": [
+                    {
+                        "apiVersion": MACHINE.api_version,
+                        "kind": MACHINE.kind,
+                        "name": machine_meta.get("name"),
+                        "uid": machine_meta.get("uid"),
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+                "labels": wanted,
             }
         }
-        updated = await self._client.patch(NODE, str(node_meta.get("name")), patch)
+        updated = await self._client.patch(NODE, str(node_meta.get("name")), patch, patch_type="strategic")
         self._nodes.write_through(updated)

@@ -22,10 +22,11 @@ from kaito_operator.runtime.errors import ApiError
 from kaito_operator.runtime.kinds import ResourceKind
 from kaito_operator.runtime.metrics import RuntimeMetrics, current_controller
 
-PatchType = Literal["merge", "json", "apply"]
+PatchType = Literal["merge", "json", "strategic", "apply"]
 _CONTENT_TYPES: dict[PatchType, str] = {
     "merge": "application/merge-patch+json",
     "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
     "apply": "application/apply-patch+yaml",
 }
 
@@ -300,7 +301,7 @@ class KubeClient:
         patch: Any,
         *,
         namespace: str | None = None,
-        patch_type: Literal["merge", "json"] = "merge",
+        patch_type: Literal["merge", "json", "strategic"] = "merge",
         subresource: str | None = None,
         field_manager: str | None = None,
     ) -> dict[str, Any]:
