@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 
+import aiohttp
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
@@ -24,6 +26,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.polling import AsyncLROPoller
 from azure.identity.aio import WorkloadIdentityCredential
 from azure.mgmt.containerservice.aio import ContainerServiceClient
@@ -313,8 +316,19 @@ class AksCloudProvider:
             "connection_timeout": tuning.request_timeout_s,
             "read_timeout": tuning.request_timeout_s,
         }
+        self._session: aiohttp.ClientSession | None = None
         if azure.ca_bundle is not None:
-            transport["connection_verify"] = str(azure.ca_bundle)
+            # azure-core turns a CA path (connection_verify) into a new SSL context on every
+            # request, so no connection is ever reused: a TLS handshake and a pooled connection per
+            # call. One context on one session keeps connections alive. (Needs a running loop:
+            # build_operator builds the provider inside one.)
+            context = ssl.create_default_context(cafile=str(azure.ca_bundle))
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=context),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,  # azure-core decompresses itself
+                trust_env=True,
+            )
         self._transport_options = transport
         self._credential: AsyncTokenCredential = credential or cast(
             AsyncTokenCredential,
@@ -325,6 +339,7 @@ class AksCloudProvider:
                     token_file_path=str(azure.federated_token_file),
                     authority=azure.authority_host,
                     retry_total=0,  # as for ARM: the controller retries, honouring Retry-After
+                    **self._transport(),
                     **transport,
                 ),
                 client_id=str(azure.client_id),
@@ -345,14 +360,23 @@ class AksCloudProvider:
             # Retries happen in the controller, which requeues for the Retry-After instead of
             # sleeping inside a reconcile the way the SDK's retry policy would.
             retry_total=0,
+            **self._transport(),
             **transport,
             **client_options,
         )
+
+    def _transport(self) -> dict[str, Any]:
+        """A transport on the shared session when a CA bundle is configured (else the SDK's own)."""
+        if self._session is None:
+            return {}
+        return {"transport": AioHttpTransport(session=self._session, session_owner=False)}
 
     async def close(self) -> None:
         await self._client.close()
         if self._owns_credential:
             await self._credential.close()
+        if self._session is not None:
+            await self._session.close()
 
     async def __aenter__(self) -> AksCloudProvider:
         return self

@@ -54,6 +54,8 @@ class RecordedRequest:
     """PUT / GET / DELETE / LIST / OPERATION / TOKEN / ADMIN, or None for unknown routes."""
     pool: str | None
     duration_s: float
+    client_port: int = 0
+    """The client's TCP port: requests on one kept-alive connection share it."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,6 +218,7 @@ class AksSimulator:
         except web.HTTPException as error:
             response = error
         route = request.get(_ROUTE)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
         self.requests.append(
             RecordedRequest(
                 method=request.method,
@@ -227,6 +230,7 @@ class AksSimulator:
                 target=route.target if route else None,
                 pool=route.pool if route else None,
                 duration_s=time.monotonic() - started,
+                client_port=int(peer[1]) if peer else 0,
             )
         )
         if isinstance(response, web.HTTPException):

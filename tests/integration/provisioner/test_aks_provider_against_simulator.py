@@ -68,6 +68,19 @@ async def test_polling_never_waits_for_the_operation(provider: AksCloudProvider,
     assert len(simulator.requests_for("OPERATION")) == 1
 
 
+async def test_calls_reuse_their_tls_connection_with_a_ca_bundle(
+    provider: AksCloudProvider, simulator: AksSimulator
+) -> None:
+    # A CA bundle (the simulator's) must not cost a new TLS connection per call.
+    simulator.config.provisioning_delay_s = 30
+    operation = await provider.create(a_spec("keep1"))
+    for _ in range(5):
+        await provider.poll(operation)
+    arm = [r for r in simulator.requests if r.target in ("PUT", "GET", "OPERATION")]
+    assert len(arm) >= 6
+    assert len({r.client_port for r in arm}) == 1, [r.client_port for r in arm]
+
+
 async def test_a_create_resumes_from_its_continuation_token_in_a_new_client(
     azure_settings: AzureSettings, simulator: AksSimulator
 ) -> None:
