@@ -438,17 +438,37 @@ def _node_changed(event: WatchEvent) -> bool:
 
 
 def _workspaces_for_node(workspaces: Informer) -> Mapper:
+    # Every node event is matched against every Workspace: parse each Workspace once per version
+    # (validating them all per event was the operator's top CPU cost with hundreds of each).
+    parsed: dict[ObjectKey, tuple[str, Workspace | None]] = {}
+
+    def workspace_of(obj: dict[str, Any]) -> Workspace | None:
+        key, version = key_of(obj), str(_meta(obj).get("resourceVersion") or "")
+        cached = parsed.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        try:
+            workspace: Workspace | None = Workspace.model_validate(obj)
+        except ValidationError:
+            workspace = None
+        parsed[key] = (version, workspace)
+        return workspace
+
     def mapper(event: WatchEvent) -> list[ObjectKey]:
         name = node_name(event.obj)
         keys = []
-        for obj in workspaces.store.list():
+        objects = workspaces.store.list()
+        if len(parsed) > 2 * len(objects) + 16:  # forget deleted Workspaces now and then
+            live = {key_of(obj) for obj in objects}
+            for gone in [key for key in parsed if key not in live]:
+                del parsed[gone]
+        for obj in objects:
             status = obj.get("status") or {}
             if name in (status.get("workerNodes") or []):
                 keys.append(key_of(obj))
                 continue
-            try:
-                workspace = Workspace.model_validate(obj)
-            except ValidationError:
+            workspace = workspace_of(obj)
+            if workspace is None:
                 continue
             candidate_then = event.old is not None and is_candidate(event.old, workspace)
             if candidate_then or is_candidate(event.obj, workspace):
