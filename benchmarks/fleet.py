@@ -99,6 +99,18 @@ async def follow(kube: KubeClient, kind: Any, observe: Any, namespace: str | Non
                 await asyncio.sleep(0.5)  # the API server is busy; list again
 
 
+async def request_rate(operator: OperatorProcess, rates: list[float]) -> None:
+    """API requests per second of the operator, from its /metrics once a second."""
+    last: tuple[float, int] | None = None
+    while True:
+        text = await operator.metrics()
+        now, total = time.monotonic(), sum(metric_totals(text, "kaito_api_requests_total", ("verb",)).values())
+        if last is not None:
+            rates.append((total - last[1]) / (now - last[0]))
+        last = (now, total)
+        await asyncio.sleep(1.0)  # the sampling period
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -178,6 +190,9 @@ async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
                     own_cpu_start = resource.getrusage(resource.RUSAGE_SELF)
                     metrics_before = await operator.metrics()
                     started = time.monotonic()
+                    rates: list[float] = []
+                    sampler = asyncio.create_task(request_rate(operator, rates))
+                    watchers.append(sampler)
 
                     async def create(index: int) -> None:
                         body = workspace(index)
@@ -228,6 +243,7 @@ async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
         "metrics_idle": metrics_idle,
         "azure": azure,
         "machines": machines,
+        "peak_rate": max(rates, default=0.0),
         "exit": exit_code,
     }
 
@@ -276,6 +292,7 @@ def main() -> int:
         ("operator CPU for the fleet", f"{result['cpu_s']:.1f} s ({result['cpu_s'] / n * 1000:.0f} ms per Workspace)"),
         ("operator CPU at start-up", f"{result['startup_cpu_s']:.1f} s"),
         (f"operator CPU idle, {args.idle:g} s after Ready", f"{result['idle_cpu_s']:.2f} s"),
+        ("operator API requests/s, peak over 1 s", f"{result['peak_rate']:.0f}"),
         ("operator peak RSS", f"{result['peak_rss'] / 2**20:.0f} MiB"),
         ("simulator + watches CPU (this process)", f"{result['own_cpu_s']:.1f} s"),
         ("operator exit code (SIGTERM)", f"{result['exit']}"),
