@@ -211,10 +211,14 @@ async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
                     peak_rss = operator.peak_rss_bytes()
                     metrics_text = await operator.metrics()
                     own_cpu_end = resource.getrusage(resource.RUSAGE_SELF)
+                    azure_at_ready = len(simulator.requests)
                     # Steady state: nothing changes now; what does the operator still send?
                     await asyncio.sleep(args.idle)  # a measuring window, not synchronisation
                     idle_cpu = operator.cpu_seconds() - startup_cpu - cpu
                     metrics_idle = await operator.metrics()
+                    azure_idle = collections.Counter(
+                        r.target for r in simulator.requests[azure_at_ready:] if r.target not in (None, "ADMIN")
+                    )
                 finally:
                     if profiler is not None:
                         profiler.send_signal(signal.SIGINT)  # py-spy writes its output and exits
@@ -244,6 +248,7 @@ async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
         "azure": azure,
         "machines": machines,
         "peak_rate": max(rates, default=0.0),
+        "azure_idle": azure_idle,
         "exit": exit_code,
     }
 
@@ -321,6 +326,13 @@ def main() -> int:
     rows.append(
         (f"API requests in the {args.idle:g} s idle window", f"{sum(idle_requests.values())} {idle_requests or ''}")
     )
+    reconcile_keys = ("controller", "result")
+    idle_reconciles = difference(
+        metric_totals(idle, "kaito_reconcile_total", reconcile_keys),
+        metric_totals(after, "kaito_reconcile_total", reconcile_keys),
+    )
+    rows.append((f"reconciles in the {args.idle:g} s idle window", f"{idle_reconciles or 0}"))
+    rows.append((f"Azure requests in the {args.idle:g} s idle window", f"{dict(result['azure_idle']) or 0}"))
     azure = result["azure"]
     machines = max(1, result["machines"])
     rows += [

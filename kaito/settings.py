@@ -21,8 +21,14 @@ class Settings(BaseSettings):
     health_port: int = Field(default=8081, ge=0, le=65535, description="Port of /healthz and /readyz.")
     bind_address: str = Field(default="0.0.0.0", description="Address the HTTP endpoints listen on.")
     concurrency: int = Field(default=5, ge=1, description="Reconciles run in parallel per controller.")
-    qps: float = Field(default=50.0, ge=0, description="API requests per second on average (0: unlimited).")
-    burst: int = Field(default=100, ge=1, description="API requests allowed in a burst above the QPS.")
+    qps: float = Field(
+        default=0.0,
+        ge=0,
+        description="API requests per second on average (0: unlimited, the default: the API server's priority "
+        "and fairness limits the operator, whose requests in flight are bounded by its workers; see "
+        "docs/performance.md). Set it to cap the operator below what its flow schema allows.",
+    )
+    burst: int = Field(default=100, ge=1, description="API requests allowed in a burst above the QPS (with QPS > 0).")
     request_timeout: float = Field(default=30.0, gt=0, description="Time limit of one API request, seconds.")
     watch_timeout: int = Field(default=300, ge=10, description="Server-side watch timeout, seconds (randomised ×1-2).")
     resync_period: float = Field(default=600.0, ge=0, description="Re-deliver all cached objects every N seconds.")
