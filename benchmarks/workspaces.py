@@ -1,11 +1,13 @@
 """How fast does the operator bring N Workspaces to Ready on existing nodes, and at what cost?
 
 Starts its own ``full`` control plane (sandbox package), creates N kwok GPU nodes labelled like AKS
-nodes and N falcon-7b Workspaces (one per node), runs ``kaito run`` as a separate process, and
-prints: the time until every Workspace is WorkspaceReady=True, the operator's API requests by verb
-(from its /metrics), and the operator process's CPU seconds.
+nodes and N falcon-7b Workspaces (one per node), runs ``kaito run`` as a separate process (the
+provisioner off: no node is missing), and prints: the time until every Workspace is
+WorkspaceReady=True, the operator's API requests by verb (from its /metrics), its CPU seconds and
+peak RSS, and, once converged, its CPU and API requests over an idle window.
 
-Run: .venv/bin/python benchmarks/workspaces.py [--workspaces 50] [--qps 50] [--concurrency 5]
+Run: .venv/bin/python benchmarks/workspaces.py [--workspaces 50] [--qps Q] [--concurrency C] [--idle 30]
+     (1,000 Workspaces: --workspaces 1000 --timeout 1200)
 """
 
 from __future__ import annotations
@@ -14,22 +16,20 @@ import argparse
 import asyncio
 import os
 import re
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from kaito_operator.api.constants import COND_WORKSPACE_READY
 from kaito_operator.api.crds import all_crds
 from kaito_operator.api.kinds import WORKSPACE
 from kaito_operator.runtime import NAMESPACE, NODE, ApiError, KubeClient
 from kaito_operator.testing import INSTANCE_TYPE, gpu_node, is_true, plain_client
-from sandbox.controlplane import ControlPlane, free_port
+from sandbox.controlplane import ControlPlane
 from sandbox.kube import api_client_from_kubeconfig, install_crds
+from sandbox.operator_process import OperatorProcess
 
 NAMESPACE_NAME = "bench"
 
@@ -75,12 +75,6 @@ async def wait_all_ready(client: KubeClient, count: int, timeout: float) -> None
                 raise
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def requests_by_verb(metrics_text: str) -> dict[str, int]:
     totals: dict[str, int] = {}
     for line in metrics_text.splitlines():
@@ -91,63 +85,61 @@ def requests_by_verb(metrics_text: str) -> dict[str, int]:
     return totals
 
 
-async def http_get(url: str, timeout: float) -> tuple[int, str]:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while True:
-            try:
-                async with http.get(url) as response:
-                    text = await response.text()
-                    if response.status == 200 or time.monotonic() > deadline:
-                        return response.status, text
-            except aiohttp.ClientError:
-                if time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.2)  # the operator process is starting; poll its endpoint
-
-
-async def run(args: argparse.Namespace, plane: ControlPlane) -> dict[str, Any]:
+async def run(args: argparse.Namespace, plane: ControlPlane, state: Path) -> dict[str, Any]:
     async with await api_client_from_kubeconfig(plane.kubeconfig) as api:
         await install_crds(api, all_crds().values())
         client = plain_client(api)
         await client.create(NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE_NAME}})
-        await asyncio.gather(*(client.create(NODE, node(i)) for i in range(args.workspaces)))
+        nodes = asyncio.Semaphore(50)
 
-        health, metrics = free_port(), free_port()
+        async def create_node(index: int) -> None:
+            async with nodes:
+                await client.create(NODE, node(index))
+
+        await asyncio.gather(*(create_node(i) for i in range(args.workspaces)))
+
         env = {
-            **os.environ,
             "KUBECONFIG": str(plane.kubeconfig),
-            "KAITO_HEALTH_PORT": str(health),
-            "KAITO_METRICS_PORT": str(metrics),
-            "KAITO_BIND_ADDRESS": "127.0.0.1",
-            "KAITO_QPS": str(args.qps),
-            "KAITO_BURST": str(max(1, int(args.qps * 2))),
             "KAITO_CONCURRENCY": str(args.concurrency),
             "KAITO_LOG_LEVEL": "WARNING",
+            "KAITO_PROVISIONER_ENABLED": "false",
         }
-        operator = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kaito.cli", "run", env=env, stderr=asyncio.subprocess.DEVNULL
-        )
+        if args.qps is not None:
+            env.update(KAITO_QPS=str(args.qps), KAITO_BURST=str(max(1, int(args.qps * 2))))
+        operator = OperatorProcess(env, state / "operator.log")
+        operator.start()
         try:
-            status, _ = await http_get(f"http://127.0.0.1:{health}/readyz", timeout=60)
-            assert status == 200, "the operator did not become ready"
-            cpu_at_start = cpu_seconds(operator.pid)
+            await operator.wait_ready()
+            cpu_at_start = operator.cpu_seconds()
             started = time.monotonic()
-            await asyncio.gather(*(client.create(WORKSPACE, workspace(i)) for i in range(args.workspaces)))
+            semaphore = asyncio.Semaphore(50)  # the benchmark's own writes must not swamp the API server
+
+            async def create(index: int) -> None:
+                async with semaphore:
+                    await client.create(WORKSPACE, workspace(index))
+
+            await asyncio.gather(*(create(i) for i in range(args.workspaces)))
             created = time.monotonic()
             await wait_all_ready(client, args.workspaces, timeout=args.timeout)
             finished = time.monotonic()
-            cpu_at_end = cpu_seconds(operator.pid)
-            _, text = await http_get(f"http://127.0.0.1:{metrics}/metrics", timeout=10)
+            cpu_at_end = operator.cpu_seconds()
+            text = await operator.metrics()
+            await asyncio.sleep(args.idle)  # a measuring window on the converged operator
+            idle_cpu = operator.cpu_seconds() - cpu_at_end
+            idle_text = await operator.metrics()
+            peak_rss = operator.peak_rss_bytes()
         finally:
-            operator.send_signal(signal.SIGTERM)
-            exit_code = await operator.wait()
+            exit_code = await operator.stop()
+        verbs, idle_verbs = requests_by_verb(text), requests_by_verb(idle_text)
         return {
             "create_s": created - started,
             "ready_s": finished - started,
-            "verbs": requests_by_verb(text),
+            "verbs": verbs,
+            "idle_requests": {v: n - verbs.get(v, 0) for v, n in idle_verbs.items() if n - verbs.get(v, 0)},
             "startup_cpu_s": cpu_at_start,
             "cpu_s": cpu_at_end - cpu_at_start,
+            "idle_cpu_s": idle_cpu,
+            "peak_rss": peak_rss,
             "exit": exit_code,
         }
 
@@ -155,15 +147,16 @@ async def run(args: argparse.Namespace, plane: ControlPlane) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workspaces", type=int, default=50)
-    parser.add_argument("--qps", type=float, default=50.0, help="the operator's KAITO_QPS")
+    parser.add_argument("--qps", type=float, help="the operator's KAITO_QPS (default: its own default)")
     parser.add_argument("--concurrency", type=int, default=5, help="the operator's KAITO_CONCURRENCY")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds to watch the converged operator")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kaito-bench-workspaces-") as state:
-        plane = ControlPlane(Path(state), profile="full")
+        plane = ControlPlane(Path(state) / "plane", profile="full")
         plane.start()
         try:
-            result = asyncio.run(run(args, plane))
+            result = asyncio.run(run(args, plane, Path(state)))
         finally:
             plane.stop()
     n = args.workspaces
@@ -174,7 +167,11 @@ def main() -> int:
         ("per workspace", f"{result['ready_s'] / n * 1000:.0f} ms"),
         ("operator CPU until ready (startup)", f"{result['startup_cpu_s']:.2f} s"),
         ("operator CPU for the workspaces", f"{result['cpu_s']:.2f} s ({result['cpu_s'] / n * 1000:.0f} ms each)"),
+        ("operator peak RSS", f"{result['peak_rss'] / 2**20:.0f} MiB"),
+        (f"operator CPU idle, {args.idle:g} s after Ready", f"{result['idle_cpu_s']:.2f} s"),
+        (f"API requests in the {args.idle:g} s idle window", f"{result['idle_requests'] or 0}"),
         ("operator exit code (SIGTERM)", f"{result['exit']}"),
+        ("load average (1, 5, 15 min) at the end", " ".join(f"{x:.2f}" for x in os.getloadavg())),
     ]
     verbs = result["verbs"]
     rows += [
