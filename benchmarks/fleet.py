@@ -279,6 +279,11 @@ def main() -> int:
         for w in timeline.workspace_ready
         if w in timeline.machine_ready
     ]
+    provisioning = [
+        timeline.machine_ready[w] - timeline.machine_created[w]
+        for w in timeline.machine_ready
+        if w in timeline.machine_created
+    ]
     load = os.getloadavg()
     rows = [
         ("workspaces needing a new node", f"{n}"),

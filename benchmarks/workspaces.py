@@ -124,7 +124,18 @@ async def run(args: argparse.Namespace, plane: ControlPlane, state: Path) -> dic
             finished = time.monotonic()
             cpu_at_end = operator.cpu_seconds()
             text = await operator.metrics()
+            profiler = None
+            if args.profile_idle:
+                profiler = await asyncio.create_subprocess_exec(
+                    *(str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(operator.pid)),
+                    *("--output", str(args.profile_idle), "--format", "raw", "--rate", "100", "--nonblocking"),
+                    *("--duration", str(int(args.idle))),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
             await asyncio.sleep(args.idle)  # a measuring window on the converged operator
+            if profiler is not None:
+                await asyncio.wait_for(profiler.wait(), 60)
             idle_cpu = operator.cpu_seconds() - cpu_at_end
             idle_text = await operator.metrics()
             peak_rss = operator.peak_rss_bytes()
@@ -151,6 +162,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=5, help="the operator's KAITO_CONCURRENCY")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--idle", type=float, default=30.0, help="seconds to watch the converged operator")
+    parser.add_argument("--profile-idle", type=Path, help="py-spy samples (collapsed stacks) of the idle window")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kaito-bench-workspaces-") as state:
         plane = ControlPlane(Path(state) / "plane", profile="full")

@@ -191,6 +191,7 @@ class Informer:
         """
         current = self.store.get(key_of(obj))
         if current is not None and _newer(resource_version(obj), resource_version(current)):
+            _strip_managed_fields(obj)
             self.store.put(obj)
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -260,6 +261,7 @@ class Informer:
 
     # --- cache updates -----------------------------------------------------------------------------
     def _apply(self, event_type: str, obj: dict[str, Any]) -> None:
+        _strip_managed_fields(obj)
         if event_type in ("ADDED", "MODIFIED"):
             obj.setdefault("apiVersion", self.kind.api_version)
             obj.setdefault("kind", self.kind.kind)
@@ -274,6 +276,8 @@ class Informer:
         # BOOKMARK: only the resourceVersion matters, already taken by the caller.
 
     def _replace(self, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            _strip_managed_fields(item)
         fresh = {key_of(obj): obj for obj in items}
         for key in self.store:
             if key not in fresh:
@@ -298,3 +302,11 @@ class Informer:
             handler(event)
         except Exception:  # one broken mapper must not stop the cache for everyone
             log.exception("event handler for %s failed on %s %s", self.kind, event.type, key_of(event.obj))
+
+
+def _strip_managed_fields(obj: dict[str, Any]) -> None:
+    """Server-side apply's field ownership records are often the larger half of an object and no
+    controller reads them: the cache does not keep them (client-go's informers drop them too)."""
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)

@@ -83,3 +83,25 @@ def test_write_through_replaces_only_with_newer_versions() -> None:
     assert inf.store.get(ObjectKey("", "a"))["metadata"]["resourceVersion"] == "6"  # type: ignore[index]
     inf.write_through(obj("new", "7"))
     assert inf.store.get(ObjectKey("", "new")) is None, "unknown objects arrive by watch only"
+
+
+def test_the_cache_keeps_no_managed_fields() -> None:
+    inf = informer()
+    events: list[WatchEvent] = []
+    inf.add_handler(events.append)
+    fields = [{"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:metadata": {}}}]
+    listed = obj("a", "1", app="x")
+    listed["metadata"]["managedFields"] = fields
+    inf._replace([listed])
+    watched = obj("b", "1")
+    watched["metadata"]["managedFields"] = fields
+    inf._apply("ADDED", watched)
+    written = obj("a", "2", app="y")
+    written["metadata"]["managedFields"] = fields
+    inf.write_through(written)
+    for name in ("a", "b"):
+        cached = inf.store.get(ObjectKey("", name))
+        assert cached is not None and "managedFields" not in cached["metadata"]
+        assert cached["metadata"]["resourceVersion"] in ("1", "2")
+    assert inf.store.get(ObjectKey("", "a"))["metadata"]["labels"] == {"app": "y"}  # type: ignore[index]
+    assert all("managedFields" not in e.obj["metadata"] for e in events)
