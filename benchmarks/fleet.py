@@ -295,6 +295,10 @@ def main() -> int:
             f"p50 {percentile(to_machine, 50):.2f} s, p99 {percentile(to_machine, 99):.2f} s",
         ),
         (
+            "Machine created -> Machine Ready",
+            f"p50 {percentile(provisioning, 50):.2f} s, p99 {percentile(provisioning, 99):.2f} s",
+        ),
+        (
             "Machine Ready -> Workspace Ready",
             f"p50 {percentile(to_ready, 50):.2f} s, p99 {percentile(to_ready, 99):.2f} s",
         ),

@@ -18,7 +18,7 @@ from gpu_provisioner.cloudprovider import CloudProvider, Instance, InstanceSpec,
 from gpu_provisioner.configuration_check import CHECK_KEY, ConfigurationCheck
 from gpu_provisioner.errors import Unauthorized
 from gpu_provisioner.gc import GC_KEY, GarbageCollector
-from gpu_provisioner.machine import MachineController, map_node_to_machine, wakes_the_controller
+from gpu_provisioner.machine import MachineController, map_node_to_machine, node_changed, wakes_the_controller
 from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
 from kaito_operator.api.kinds import MACHINE
 from kaito_operator.runtime import NODE, Controller, EventRecorder, Manager, ObjectKey, Result
@@ -115,7 +115,7 @@ def build_provisioner_controllers(
     machine_controller = manager.controller(MACHINE_CONTROLLER, reconciler, concurrency=concurrency)
     handled = reconciler.handled
     machine_controller.watch(machines, predicate=lambda event: handled(event.obj) and wakes_the_controller(event))
-    machine_controller.watch(nodes, map_node_to_machine)
+    machine_controller.watch(nodes, map_node_to_machine, predicate=node_changed)
     check.wake_on_change(machine_controller, machines)
     check_controller = manager.controller(CHECK_CONTROLLER, check, concurrency=1)
     check_controller.queue.add(CHECK_KEY)

@@ -11,7 +11,7 @@ from gpu_provisioner.machine.controller import (
     wakes_the_controller,
 )
 from gpu_provisioner.machine.launch import ANNOTATION_FAILED_REQUEST, REASON_NOT_OWNED
-from gpu_provisioner.machine.nodes import NODE_INDEX, agentpool_of, map_node_to_machine
+from gpu_provisioner.machine.nodes import NODE_INDEX, agentpool_of, map_node_to_machine, node_changed
 from gpu_provisioner.machine.operations import ANNOTATION_OPERATION
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "agentpool_of",
     "machine_filter",
     "map_node_to_machine",
+    "node_changed",
     "wakes_the_controller",
 ]

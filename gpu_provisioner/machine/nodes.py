@@ -40,6 +40,32 @@ def agentpool_of(node: Mapping[str, Any]) -> list[str]:
     return [pool] if pool else []
 
 
+def node_changed(event: WatchEvent) -> bool:
+    """Whether a node event can matter to its Machine. A kubelet's status heartbeat (new
+    lastHeartbeatTime, the same statuses) does not: every node sends one every few seconds to
+    minutes, and reconciling all Machines for each was the provisioner's main idle cost."""
+    if event.type != "MODIFIED" or event.old is None:
+        return True
+    return _what_machines_read(event.obj) != _what_machines_read(event.old)
+
+
+def _what_machines_read(node: Mapping[str, Any]) -> tuple[Any, ...]:
+    node_meta = meta(node)
+    status = node.get("status") or {}
+    conditions = sorted((str(x.get("type")), str(x.get("status"))) for x in status.get("conditions") or [])
+    return (
+        node_meta.get("labels"),
+        node_meta.get("annotations"),
+        node_meta.get("finalizers"),
+        node_meta.get("ownerReferences"),
+        node_meta.get("deletionTimestamp"),
+        node.get("spec"),
+        status.get("capacity"),
+        status.get("allocatable"),
+        conditions,
+    )
+
+
 def map_node_to_machine(event: WatchEvent) -> list[ObjectKey]:
     """A node of pool P concerns Machine P (pool name = Machine name)."""
     return [ObjectKey("", pool) for pool in agentpool_of(event.obj)]
