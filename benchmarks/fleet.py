@@ -183,6 +183,7 @@ async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
                                 str(args.profile_operator),
                             ),
                             *("--rate", "50", "--nonblocking"),
+                            *(("--format", "raw") if args.profile_operator.suffix == ".txt" else ()),
                             stdout=asyncio.subprocess.DEVNULL,
                             stderr=asyncio.subprocess.DEVNULL,
                         )
@@ -265,7 +266,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, help="the operator's KAITO_CONCURRENCY")
     parser.add_argument("--idle", type=float, default=20.0, help="seconds to watch the converged operator")
     parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--profile-operator", type=Path, help="py-spy flame graph of the operator (SVG)")
+    parser.add_argument(
+        "--profile-operator", type=Path, help="py-spy samples of the operator: an SVG flame graph, or collapsed stacks (.txt)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kaito-bench-fleet-") as state:
         result = asyncio.run(run(args, Path(state)))
