@@ -36,7 +36,7 @@ from typing import Any
 from kaito_operator.api import constants as c
 from kaito_operator.api.crds import all_crds
 from kaito_operator.api.kinds import MACHINE, WORKSPACE
-from kaito_operator.runtime import NAMESPACE, ApiError, KubeClient
+from kaito_operator.runtime import NAMESPACE, NODE, ApiError, KubeClient
 from kaito_operator.testing import condition, plain_client
 from sandbox.aks_simulator import AksSimulator, SimulatorConfig
 from sandbox.controlplane import ControlPlane
@@ -69,6 +69,9 @@ class Timeline:
     machine_ready: dict[str, float] = field(default_factory=dict)
     workspace_ready: dict[str, float] = field(default_factory=dict)
     machine_names: dict[str, str] = field(default_factory=dict)
+    node_created: dict[str, float] = field(default_factory=dict)
+    node_ready: dict[str, float] = field(default_factory=dict)
+    """By agent pool (= Machine) name."""
     """Workspace → its Machine (= agent pool) name."""
 
     def observe_machine(self, machine: dict[str, Any], now: float) -> None:
@@ -79,6 +82,12 @@ class Timeline:
         self.machine_names.setdefault(owner, str(machine["metadata"]["name"]).lower())
         if condition(machine, "Ready").get("status") == "True":
             self.machine_ready.setdefault(owner, now)
+
+    def observe_node(self, node: dict[str, Any], now: float) -> None:
+        pool = str((node["metadata"].get("labels") or {}).get(c.LABEL_AKS_AGENTPOOL) or "").lower()
+        self.node_created.setdefault(pool, now)
+        if condition(node, "Ready").get("status") == "True":
+            self.node_ready.setdefault(pool, now)
 
     def observe_workspace(self, obj: dict[str, Any], now: float) -> None:
         if condition(obj, c.COND_WORKSPACE_READY).get("status") == "True":
@@ -163,6 +172,7 @@ async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
                 timeline = Timeline()
                 watchers = [
                     asyncio.create_task(follow(kube, WORKSPACE, timeline.observe_workspace, NAMESPACE_NAME, None)),
+                    asyncio.create_task(follow(kube, NODE, timeline.observe_node, None, c.LABEL_AKS_AGENTPOOL)),
                     asyncio.create_task(
                         follow(
                             kube,
@@ -317,6 +327,16 @@ def main() -> int:
         for w in timeline.machine_ready
         if w in pools and pools[w] in result["finished"]
     ]
+    node_ready_to_machine_ready = [
+        timeline.machine_ready[w] - timeline.node_ready[pools[w]]
+        for w in timeline.machine_ready
+        if w in pools and pools[w] in timeline.node_ready
+    ]
+    node_to_ready = [
+        timeline.node_ready[pool] - timeline.node_created[pool]
+        for pool in timeline.node_ready
+        if pool in timeline.node_created
+    ]
     load = os.getloadavg()
     rows = [
         ("workspaces needing a new node", f"{n}"),
@@ -338,6 +358,15 @@ def main() -> int:
         (
             "  create operation done -> Machine Ready",
             f"p50 {percentile(done_to_ready, 50):.2f} s, p99 {percentile(done_to_ready, 99):.2f} s",
+        ),
+        (
+            "  node created -> node Ready (kwok)",
+            f"p50 {percentile(node_to_ready, 50):.2f} s, p99 {percentile(node_to_ready, 99):.2f} s",
+        ),
+        (
+            "  node Ready -> Machine Ready",
+            f"p50 {percentile(node_ready_to_machine_ready, 50):.2f} s, "
+            f"p99 {percentile(node_ready_to_machine_ready, 99):.2f} s",
         ),
         (
             "Machine Ready -> Workspace Ready",
