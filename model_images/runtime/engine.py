@@ -1,12 +1,13 @@
 """The continuous-batching engine: one task steps the model over whichever requests are running.
 
 Requests queue up with :meth:`Engine.submit`. Between two model steps the engine admits waiting
-requests (a prefill step that appends them to the running batch, up to ``max_batch_size``, when
-:func:`admit_waiting` says the stall is worth it) and removes finished or cancelled ones, so
-batch membership changes at any iteration instead of at batch boundaries. Each model step runs
-in a worker thread (``asyncio.to_thread``) so the event loop keeps serving HTTP while the model
-computes; only the engine task touches the batch. Tokens reach their request through the
-request's :class:`GenerationHandle`.
+requests (a prefill step that appends them to the running batch, up to ``max_batch_size``, see
+:func:`admit_waiting`) and removes finished or cancelled ones, so batch membership changes at any
+iteration instead of at batch boundaries. Each model step runs in the engine's own worker thread
+so the event loop keeps serving HTTP while the model computes; always the same thread, because
+torch's CPU kernels keep one OpenMP thread team per calling thread, and a pool rotating steps over
+several threads makes several teams that compete for the cores. Only the engine task touches the
+batch. Tokens reach their request through the request's :class:`GenerationHandle`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -32,9 +34,6 @@ from model_images.runtime.validation import GenerationError, InferenceError, Val
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_SECONDS = 30.0
-WAITING_SERVED_RATIO = 1.2
-MAX_WAITING_STEPS = 20
-"""TGI's defaults (``--waiting-served-ratio``, ``--max-waiting-tokens``) for :func:`admit_waiting`."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +181,7 @@ class Engine:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._steps_since_prefill = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kaito-engine")
 
     # --- the request side ---------------------------------------------------------------------
     def submit(self, request: GenerationInput) -> GenerationHandle:
@@ -226,6 +225,7 @@ class Engine:
         except Exception:  # the task crashed earlier; _on_exit logged it
             pass
         self._fail_pending(GenerationError("the server is shutting down"))
+        self._executor.shutdown(wait=False)
 
     def _fail_pending(self, error: GenerationError) -> None:
         for sequence in [*self._active, *self._waiting]:
@@ -250,14 +250,14 @@ class Engine:
                 await self._wakeup.wait()
                 continue
             joiners: list[_Sequence] = []
-            if admit_waiting(len(self._active), len(self._waiting), self._steps_since_prefill):
+            if admit_waiting(len(self._active), len(self._waiting), self._max_batch_size):
                 room = self._max_batch_size - len(self._active)
                 joiners = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
             phase = "prefill" if joiners else "decode"
-            self._steps_since_prefill = 0 if joiners else self._steps_since_prefill + 1
             started = time.perf_counter()
             try:
-                step_rows, deliveries = await asyncio.to_thread(self._step, joiners)
+                loop = asyncio.get_running_loop()
+                step_rows, deliveries = await loop.run_in_executor(self._executor, self._step, joiners)
             except Exception as exc:  # a failed step (e.g. out of memory) fails its batch, not the server
                 log.exception("model step failed; failing %d requests", len(self._active) + len(joiners))
                 error = GenerationError(f"{type(exc).__name__}: {exc}")
@@ -333,18 +333,16 @@ class Engine:
         self._publish_sizes()
 
 
-def admit_waiting(running: int, waiting: int, steps_since_prefill: int) -> bool:
-    """Whether to prefill waiting requests now rather than decode the running batch (TGI's rule).
+def admit_waiting(running: int, waiting: int, max_batch_size: int) -> bool:
+    """Whether to prefill waiting requests now rather than decode the running batch: whenever
+    some wait and the batch has room (vLLM's prefill-first rule).
 
-    A prefill step stalls every running sequence, so with a batch running it waits until enough
-    requests queue up (``WAITING_SERVED_RATIO`` times the batch) or the queue has waited
-    ``MAX_WAITING_STEPS`` decode steps, whichever comes first.
+    TGI instead lets a queue build up (1.2 times the batch, or 20 decode steps) before stalling
+    the batch for a prefill. Measured here (benchmarks/runtime.py) that rule left the batch at
+    about half its possible size when requests arrive one by one: each arrival waited up to 20
+    steps while the prefill it was spared costs about one decode step for short prompts.
     """
-    if waiting == 0:
-        return False
-    if running == 0:
-        return True
-    return waiting >= int(running * WAITING_SERVED_RATIO) or steps_since_prefill >= MAX_WAITING_STEPS
+    return waiting > 0 and running < max_batch_size
 
 
 def _eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -> frozenset[int]:

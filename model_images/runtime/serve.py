@@ -84,7 +84,9 @@ async def running(
     )
     server = InferenceServer(engine, Encoder(loaded.tokenizer.backend_tokenizer), loaded.tokenizer, config, metrics)
     await engine.start()
-    runner = web.AppRunner(server.app(), shutdown_timeout=shutdown_timeout, access_log=None)
+    # handler_cancellation: a request whose client disconnects is cancelled, so its generation
+    # stops (aiohttp otherwise runs a non-streaming handler to the end for nobody).
+    runner = web.AppRunner(server.app(), shutdown_timeout=shutdown_timeout, access_log=None, handler_cancellation=True)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
