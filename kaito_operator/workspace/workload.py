@@ -28,8 +28,8 @@ from kaito_operator.api.kinds import WORKSPACE
 from kaito_operator.api.workspace import Workspace
 from kaito_operator.presets import catalog
 from kaito_operator.presets.catalog import Preset
+from kaito_operator.presets.serving import TgiSettings, tgi_settings
 from kaito_operator.runtime.kinds import DEPLOYMENT
-from kaito_operator.vm_sizes import lookup
 from kaito_operator.workspace.names import workload_name
 from kaito_operator.workspace.selectors import node_requirements
 
@@ -103,38 +103,31 @@ def content_hash(value: Any) -> str:
 
 
 # --- presets -------------------------------------------------------------------------------------
-def gpus_per_node(preset: Preset, instance_type: str) -> int:
-    """GPUs one node offers; for an SKU missing from the table, the preset's minimum (Kaito's guess)."""
-    sku = lookup(instance_type)
-    return sku.gpu_count if sku is not None else max(1, preset.min_gpu_count)
-
-
 def num_shard(preset: Preset, instance_type: str) -> int:
-    shards = gpus_per_node(preset, instance_type)
-    if preset.max_num_shard is not None:
-        shards = min(shards, preset.max_num_shard)
-    return max(1, shards)
+    """GPUs the TGI server shards over on one node (see ``presets.serving``)."""
+    return tgi_settings(preset, instance_type).num_shard
 
 
-def tgi_command(preset: Preset, shards: int) -> list[str]:
-    """``text-generation-launcher`` with its flags in a fixed order."""
+def tgi_command(settings: TgiSettings) -> list[str]:
+    """``text-generation-launcher`` with its flags in a fixed order; dtype, shards and token limits
+    follow the VM size's GPUs (``presets.serving``)."""
     return [
         "text-generation-launcher",
         "--model-id",
         catalog.WEIGHTS_PATH,
         "--num-shard",
-        str(shards),
+        str(settings.num_shard),
         "--port",
         str(CONTAINER_PORT),
         # Kubernetes sets HOSTNAME to the pod name and TGI reads that variable as --hostname.
         "--hostname",
         "0.0.0.0",
         "--max-input-tokens",
-        str(preset.max_input_tokens),
+        str(settings.max_input_tokens),
         "--max-total-tokens",
-        str(preset.max_total_tokens),
+        str(settings.max_total_tokens),
         "--dtype",
-        preset.dtype,
+        settings.dtype,
         "--usage-stats",
         "off",
     ]
@@ -179,8 +172,9 @@ def preset_pod_spec(workspace: Workspace, options: RenderOptions) -> dict[str, A
             catalog.WEIGHTS_PATH, CONTAINER_PORT, preset.max_input_tokens, preset.max_total_tokens
         )
     else:
-        shards = num_shard(preset, workspace.resource.instance_type)
-        container["command"] = tgi_command(preset, shards)
+        settings = tgi_settings(preset, workspace.resource.instance_type)
+        shards = settings.num_shard
+        container["command"] = tgi_command(settings)
         container["env"] = [{"name": "HF_HUB_OFFLINE", "value": "1"}]  # the weights are in the image
         gpus = {c.GPU_RESOURCE: str(shards)}
         container["resources"] = {"requests": dict(gpus), "limits": dict(gpus)}
