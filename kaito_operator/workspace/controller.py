@@ -42,7 +42,11 @@ from kaito_operator.runtime.mapping import Mapper, map_by_labels, map_to_owner
 from kaito_operator.workspace.machines import MachineState, machine_state, render_machine
 from kaito_operator.workspace.names import FIELD_MANAGER, machine_names, workload_name
 from kaito_operator.workspace.nodes import is_candidate, node_is_ready, node_labels, node_name, select_nodes
-from kaito_operator.workspace.service import render_service
+from kaito_operator.workspace.service import (
+    PUBLIC_WITHOUT_KEY_MESSAGE,
+    render_service,
+    unprotected_public_endpoint,
+)
 from kaito_operator.workspace.status import (
     Observation,
     compute_conditions,
@@ -218,6 +222,8 @@ class WorkspaceReconciler:
         except ApiError as error:
             errors.append(error)
             inference_error = f"applying service: {error.api_message or error}"
+        if unprotected_public_endpoint(workspace):
+            await self._recorder.warning(obj, "PublicEndpointWithoutAPIKey", PUBLIC_WITHOUT_KEY_MESSAGE)
 
         desired: dict[str, Any] | None = None
         try:

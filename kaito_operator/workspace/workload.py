@@ -44,6 +44,9 @@ PROBE_PERIOD_SECONDS: Final = 10
 SHM_VOLUME: Final = "dshm"
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
 TERMINATION_GRACE_SECONDS: Final = 120
+API_KEY_ENV: Final = "KAITO_API_KEY"
+"""The container variable holding the API key; the command refers to it as ``$(KAITO_API_KEY)``,
+which the kubelet expands, so the key never appears in the pod spec."""
 
 RuntimeCommand = Callable[[str, int, int, int], list[str]]
 """(model_dir, port, max_input_tokens, max_total_tokens) -> the container command."""
@@ -141,6 +144,22 @@ def _probe(failure_threshold: int) -> dict[str, Any]:
     }
 
 
+def api_key_secret(workspace: Workspace) -> str | None:
+    """The Secret named by ``kaito.sh/api-key-secret``, if any."""
+    name = (workspace.metadata.get("annotations") or {}).get(c.ANNOTATION_API_KEY_SECRET)
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return name.strip()
+
+
+def _protect(container: dict[str, Any], secret: str) -> None:
+    """Both servers take ``--api-key`` (TGI's launcher flag; the runtime's own) and then require
+    ``Authorization: Bearer <key>`` on every route but health and metrics."""
+    container["command"] = [*container["command"], "--api-key", f"$({API_KEY_ENV})"]
+    reference = {"secretKeyRef": {"name": secret, "key": c.API_KEY_SECRET_KEY}}
+    container["env"] = [*(container.get("env") or []), {"name": API_KEY_ENV, "valueFrom": reference}]
+
+
 def preset_image(workspace: Workspace, preset: Preset, options: RenderOptions) -> str:
     spec = workspace.inference.preset
     if spec is not None and spec.access_mode == "private" and spec.preset_options and spec.preset_options.image:
@@ -182,6 +201,9 @@ def preset_pod_spec(workspace: Workspace, options: RenderOptions) -> dict[str, A
             # NCCL exchanges tensors between the shards through shared memory.
             volumes.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}})
             container["volumeMounts"] = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
+    secret = api_key_secret(workspace)
+    if secret is not None:
+        _protect(container, secret)
     pod: dict[str, Any] = {
         # Both servers drain in-flight requests for up to 90 s on SIGTERM.
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import pydantic
 from aiohttp import web
@@ -69,6 +70,8 @@ from model_images.runtime.validation import (
     validate_parameters,
 )
 
+OPEN_PATHS: Final = frozenset({"/health", "/ping", "/", "/metrics"})
+"""GET routes that stay open with an API key: probes and metric scrapers carry no key."""
 PAYLOAD_LIMIT = 2_000_000
 """Largest request body accepted, in bytes (TGI's ``--payload-limit`` default)."""
 
@@ -105,6 +108,8 @@ class InferenceServer:
         chat_tokenizer: chat.ChatTokenizer,
         config: ServerConfig,
         metrics: RuntimeMetrics,
+        *,
+        api_key: str | None = None,
     ) -> None:
         self._engine = engine
         self._encode = encoder
@@ -113,9 +118,10 @@ class InferenceServer:
         self._limits = config.limits
         self._metrics = metrics
         self._in_flight = 0
+        self._expected_authorization = f"Bearer {api_key}".encode() if api_key else None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors], client_max_size=PAYLOAD_LIMIT)
+        app = web.Application(middlewares=[self._authorize, self._errors], client_max_size=PAYLOAD_LIMIT)
         app.router.add_post("/generate", self.generate)
         app.router.add_post("/generate_stream", self.generate_stream)
         app.router.add_post("/", self.compat_generate)
@@ -462,6 +468,17 @@ class InferenceServer:
     @property
     def _fingerprint(self) -> str:
         return f"{self._config.version}-native"
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        """With an API key, every route but health and metrics needs ``Authorization: Bearer <key>``
+        (TGI's ``--api-key`` rule), compared in constant time."""
+        if self._expected_authorization is None or (request.path in OPEN_PATHS and request.method == "GET"):
+            return await handler(request)
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, self._expected_authorization):
+            return web.json_response({"error": "Unauthorized", "error_type": "unauthorized"}, status=401)
+        return await handler(request)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
