@@ -34,6 +34,9 @@ from model_images.runtime.validation import GenerationError, InferenceError, Val
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_SECONDS = 30.0
+MAX_STEPS_PER_HANDOFF = 64
+"""Decode steps the worker thread runs before handing back to the engine task (which publishes
+metrics); it hands back sooner whenever a request could join or the engine stops."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,20 @@ class GenerationHandle:
             if event.completion is not None:
                 return event.completion
         raise GenerationError("the generation ended without a result")  # unreachable by construction
+
+
+@dataclass(frozen=True)
+class _StepRecord:
+    phase: str
+    rows: int
+    started: float
+    seconds: float
+
+
+def _deliver(deliveries: list[tuple[GenerationHandle, TokenEvent]]) -> None:
+    """On the event loop: hand each token event to its request."""
+    for handle, event in deliveries:
+        handle._queue.put_nowait(event)
 
 
 class _Sequence:
@@ -253,11 +270,9 @@ class Engine:
             if admit_waiting(len(self._active), len(self._waiting), self._max_batch_size):
                 room = self._max_batch_size - len(self._active)
                 joiners = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
-            phase = "prefill" if joiners else "decode"
-            started = time.perf_counter()
             try:
                 loop = asyncio.get_running_loop()
-                step_rows, deliveries = await loop.run_in_executor(self._executor, self._step, joiners)
+                records = await loop.run_in_executor(self._executor, self._steps, joiners, loop)
             except Exception as exc:  # a failed step (e.g. out of memory) fails its batch, not the server
                 log.exception("model step failed; failing %d requests", len(self._active) + len(joiners))
                 error = GenerationError(f"{type(exc).__name__}: {exc}")
@@ -266,10 +281,39 @@ class Engine:
                 self._active = []
                 self._batch.clear()
                 continue
-            if step_rows:
-                self._observe_step(phase, step_rows, started, joiners)
-            for handle, event in deliveries:
-                handle._queue.put_nowait(event)
+            for record in records:
+                self._observe_step(record, joiners)
+
+    def _steps(self, joiners: list[_Sequence], loop: asyncio.AbstractEventLoop) -> list[_StepRecord]:
+        """In the worker thread: the step that admits ``joiners`` (or a decode step), then more
+        decode steps for as long as the engine task has nothing to do (no request could join,
+        none is stopping), up to ``MAX_STEPS_PER_HANDOFF``.
+
+        Staying in the thread spares every token a round trip through the event loop (two thread
+        switches, each a wait for a core on a busy machine), which is what made one request at a
+        time slower here than a plain ``generate()`` loop. Each step's tokens still reach their
+        requests at once, through ``loop.call_soon_threadsafe``.
+        """
+        records: list[_StepRecord] = []
+        admitting = joiners
+        while True:
+            started = time.perf_counter()
+            rows, deliveries = self._step(admitting)
+            if rows:
+                phase = "prefill" if admitting else "decode"
+                records.append(_StepRecord(phase, rows, started, time.perf_counter() - started))
+            if deliveries:
+                loop.call_soon_threadsafe(_deliver, deliveries)
+            admitting = []
+            room = len(self._active) < self._max_batch_size
+            if (
+                not rows
+                or not self._active
+                or self._stopping
+                or (self._waiting and room)
+                or len(records) >= MAX_STEPS_PER_HANDOFF
+            ):
+                return records
 
     def _step(self, joiners: list[_Sequence]) -> tuple[int, list[tuple[GenerationHandle, TokenEvent]]]:
         """One model step, in the worker thread: admit ``joiners`` (prefill) or decode everyone.
@@ -320,16 +364,16 @@ class Engine:
             self._metrics.queue_size.set(len(self._waiting))
             self._metrics.current_batch_size.set(len(self._active))
 
-    def _observe_step(self, phase: str, rows: int, started: float, joiners: Iterable[_Sequence]) -> None:
+    def _observe_step(self, record: _StepRecord, joiners: Iterable[_Sequence]) -> None:
         if self._metrics is None:
             return
-        self._metrics.step_duration.labels(phase).observe(time.perf_counter() - started)
-        if phase == "prefill":
-            self._metrics.prefill_size.observe(rows)
+        self._metrics.step_duration.labels(record.phase).observe(record.seconds)
+        if record.phase == "prefill":
+            self._metrics.prefill_size.observe(record.rows)
             for sequence in joiners:
-                self._metrics.queue_duration.observe(started - sequence.handle.submitted_at)
+                self._metrics.queue_duration.observe(record.started - sequence.handle.submitted_at)
         else:
-            self._metrics.batch_size.observe(rows)
+            self._metrics.batch_size.observe(record.rows)
         self._publish_sizes()
 
 
