@@ -50,6 +50,16 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not be started (the message carries the failing component's log)."""
 
 
+class PortTaken(ControlPlaneError):
+    """A component could not bind the port chosen for it: another process took it between the choice
+    (``free_port``) and the bind. Starting again with new ports fixes it."""
+
+
+PORT_ATTEMPTS: Final = 3
+"""Starts tried with freshly chosen ports when a component finds its port taken."""
+_PORT_IN_USE: Final = "address already in use"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -125,13 +135,26 @@ class ControlPlane:
             )
         _refuse_foreign_folder(self.state_dir)
         binaries = self.binaries or ensure_binaries(self.out)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start_components(binaries, time.monotonic() + timeout)
+                break
+            except PortTaken as error:
+                if attempt == PORT_ATTEMPTS:
+                    raise
+                print(f"{error.args[0].splitlines()[0]}; starting again with new ports", file=self.out)
+        self._write_state()
+        return self
+
+    def _start_components(self, binaries: Binaries, deadline: float) -> None:
+        """A fresh state folder and fresh ports, then each component in order; on failure everything
+        started so far is stopped."""
         shutil.rmtree(self.state_dir, ignore_errors=True)
         self.log_dir.mkdir(parents=True)
         (self.state_dir / MARKER_FILE).write_text("state of a kaito sandbox; `kaito sandbox down` removes it\n")
         self.pki = write_control_plane_pki(self.state_dir / "pki")
         self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kwok")}
         self._write_kubeconfig()
-        deadline = time.monotonic() + timeout
         try:
             self._spawn("etcd", self._etcd_argv(binaries))
             self._await("etcd", deadline, http_probe(f"http://127.0.0.1:{self.ports['etcd']}/health"))
@@ -155,8 +178,6 @@ class ControlPlane:
         except BaseException:
             self.stop()
             raise
-        self._write_state()
-        return self
 
     def add_process(
         self,
@@ -211,9 +232,12 @@ class ControlPlane:
         proc = next(p for p in self.processes if p.name == name)
         while True:
             if proc.process is not None and proc.process.poll() is not None:
+                tail = proc.tail()
+                if _PORT_IN_USE in tail:
+                    raise PortTaken(f"{name} could not bind its port (taken meanwhile); {proc.log}:\n{tail}")
                 raise ControlPlaneError(
                     f"{name} exited with code {proc.process.returncode} during start-up; "
-                    f"last lines of {proc.log}:\n{proc.tail()}"
+                    f"last lines of {proc.log}:\n{tail}"
                 )
             if probe():
                 return
