@@ -191,6 +191,17 @@ def check_instance_type(obj: dict[str, Any]) -> list[FieldError]:
     unsupported = unsupported_instance_type(instance_type)
     if unsupported is not None:
         return [FieldError(unsupported.field, unsupported.message)]
+    known = lookup(instance_type)
+    if known is not None and known.name != instance_type:
+        # Azure takes any case, but nodes carry the canonical spelling in node.kubernetes.io/instance-type,
+        # which the Workspace's nodes are matched against exactly: a new node would never be chosen.
+        return [
+            FieldError(
+                "resource.instanceType",
+                f"{instance_type} must be spelled {known.name}, as the nodes' node.kubernetes.io/instance-type "
+                "label is",
+            )
+        ]
     preset = _preset(obj)
     if preset is None or str(preset.get("name") or "").lower() not in PRESET_NAMES:
         return []

@@ -75,6 +75,13 @@ def test_unsupported_instance_type_lists_the_skus() -> None:
     assert "Standard_NC12s_v3" in message
 
 
+def test_a_known_size_must_be_spelled_as_nodes_carry_it() -> None:
+    # Found by the fuzzer: Azure accepts any case, but the node label is the canonical name, and
+    # nodes are matched on it exactly, so the Workspace would wait for ever.
+    [message] = messages(workspace(instanceType="standard_nc12s_v3"))
+    assert message.startswith("resource.instanceType: standard_nc12s_v3 must be spelled Standard_NC12s_v3")
+
+
 def test_a_preset_needs_a_gpu_size() -> None:
     [message] = messages(workspace(instanceType="Standard_D4s_v3"))
     assert "resource.instanceType" in message and "Standard_D4s_v3" in message and "GPU" in message
