@@ -31,6 +31,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/shellcheck scripts/*.sh
 
 typecheck: venv
 	$(BIN)/mypy

@@ -23,7 +23,7 @@ from gpu_provisioner.settings import AzureSettings
 from gpu_provisioner.setup import ProvisionerFactory
 from gpu_provisioner.testing import fast_provisioner
 from kaito import admission_fuzz
-from kaito.operator import DEFAULT_CONTROLLERS
+from kaito.operator import DEFAULT_CONTROLLERS, ControllerFactory
 from kaito.testing import admission_webhook
 from kaito_operator.api import constants as c
 from kaito_operator.api.crds import all_crds
@@ -44,12 +44,14 @@ async def run(args: argparse.Namespace, plane: ControlPlane, state: Path) -> dic
         await kube.create(NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE_NAME}})
         environment = simulator.operator_environment(simulator.write_federated_token(state / "token"))
         selector = f"{c.LABEL_WORKSPACE_NAMESPACE}={NAMESPACE_NAME}"
-        provisioner = ProvisionerFactory(azure=AzureSettings(**environment), settings=fast_provisioner(selector))
+        provisioner = ProvisionerFactory(
+            azure=AzureSettings.model_validate(environment), settings=fast_provisioner(selector)
+        )
         bodies = [
             admission_fuzz.place(body, index, NAMESPACE_NAME)
             for index, body in enumerate(admission_fuzz.generate(args.workspaces, seed_value=args.seed))
         ]
-        factories = [*DEFAULT_CONTROLLERS, provisioner]
+        factories: list[ControllerFactory] = [*DEFAULT_CONTROLLERS, provisioner]
         async with admission_webhook(api, NAMESPACE_NAME, factories, max_workspace_count=args.max_count) as operator:
             report = await admission_fuzz.run(kube, NAMESPACE_NAME, bodies, deadline_s=args.deadline)
             wrong = await admission_fuzz.machines_that_cannot_fit(kube, NAMESPACE_NAME, report)

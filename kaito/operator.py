@@ -8,10 +8,10 @@ Workspace controller's; ``controllers_from_settings`` adds the GPU provisioner's
 (``gpu_provisioner.setup.ProvisionerFactory``) unless ``KAITO_PROVISIONER_ENABLED=false``. All of
 them share the Manager (and so its Machine and Node informers), the client and the metrics.
 
-The process serves /healthz and /readyz (KAITO_HEALTH_PORT) and /metrics (KAITO_METRICS_PORT),
-and the validating admission webhook over TLS (KAITO_WEBHOOK_PORT; every replica serves it, leader
-or not, since the rules need no controller), logs JSON, and on SIGTERM/SIGINT lets reconciles in
-flight finish before it exits.
+The process serves /healthz and /readyz (KAITO_HEALTH_PORT; factories add readiness checks through
+``OperatorContext.add_readiness_check``), /metrics (KAITO_METRICS_PORT), and the validating admission
+webhook over TLS (KAITO_WEBHOOK_PORT; every replica serves it, leader or not, since the rules need no
+controller); it logs JSON, and on SIGTERM/SIGINT lets reconciles in flight finish before it exits.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class OperatorContext:
     clock: Clock
 
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    readiness_checks: dict[str, Callable[[], str | None]] = field(default_factory=dict)
 
     def recorder(self, component: str) -> EventRecorder:
         """An Event recorder reporting as ``component`` (e.g. "kaito-workspace-controller")."""
@@ -80,6 +81,11 @@ class OperatorContext:
         """Run ``closer`` when the operator is closed, after the manager stopped (e.g. close a
         cloud SDK client a controller factory opened). Closers run in reverse order."""
         self.closers.append(closer)
+
+    def add_readiness_check(self, name: str, check: Callable[[], str | None]) -> None:
+        """Make /readyz answer 503 while ``check()`` returns a problem (a sentence), e.g. a cloud
+        configuration a controller found wrong. Checks must be cheap: they run on every probe."""
+        self.readiness_checks[name] = check
 
 
 ControllerFactory = Callable[[OperatorContext], Controller]
@@ -104,6 +110,7 @@ def workspace_controller_factory(context: OperatorContext) -> Controller:
         limits=validation_limits(context.settings),
         concurrency=context.settings.concurrency,
         reconcile_timeout=context.settings.reconcile_timeout,
+        refused_retry=context.settings.refused_write_retry,
     )
 
 
@@ -202,8 +209,18 @@ class Operator:
         failure = self.manager.failure
         return web.Response(status=500, text=f"failed: {failure}") if failure else web.Response(text="ok")
 
+    def readiness_problems(self) -> list[str]:
+        """Why the operator is not ready (empty when it is)."""
+        problems = [] if self.manager.ready else ["not ready: caches not synced or not the leader"]
+        for name, check in self.context.readiness_checks.items():
+            problem = check()
+            if problem:
+                problems.append(f"{name}: {problem}")
+        return problems
+
     async def _readyz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok") if self.manager.ready else web.Response(status=503, text="not ready")
+        problems = self.readiness_problems()
+        return web.Response(status=503, text="\n".join(problems)) if problems else web.Response(text="ok")
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)

@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     resync_period: float = Field(default=600.0, ge=0, description="Re-deliver all cached objects every N seconds.")
     reconcile_timeout: float = Field(default=120.0, gt=0, description="Time limit of one reconcile, seconds.")
     shutdown_grace: float = Field(default=30.0, ge=0, description="Time reconciles in flight get to finish on stop.")
+    refused_write_retry: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds before a write the API server refused (403 Forbidden, 422 Invalid) is tried again; "
+        "the refusal is a condition on the Workspace meanwhile, and any change to the Workspace retries at once.",
+    )
     image_registry: str = Field(default=DEFAULT_REGISTRY, description="Registry of the public preset images.")
     provisioner_enabled: bool = Field(
         default=True,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from kaito.settings import Settings
 from kaito_operator.api.constants import KAITO_GROUP, KAITO_VERSION, WORKSPACE_KIND
 from kaito_operator.api.kinds import WORKSPACE
 from kaito_operator.runtime import ApiError, KubeClient
+from kaito_operator.runtime.clock import Clock
 from kaito_operator.runtime.kinds import VALIDATING_WEBHOOK_CONFIGURATION
 from kaito_operator.testing import eventually, plain_client
 from kaito_operator.webhook.server import WEBHOOK_PATH
@@ -34,6 +36,45 @@ from sandbox.controlplane import free_port
 
 START_TIMEOUT_S = 30.0
 """How long the operator may take to sync its caches and start its controllers."""
+
+
+@dataclass(frozen=True)
+class RunningProvisioner:
+    """What ``provisioner_operator`` yields: the provisioner's factory (its controllers, the cloud, the
+    configuration check) and the operator running it (metrics, /readyz)."""
+
+    factory: ProvisionerFactory
+    operator: Operator
+
+    @property
+    def machines(self) -> Any:
+        """The Machine controller's reconciler (``gpu_provisioner.machine.MachineController``)."""
+        provisioner = self.factory.provisioner
+        assert provisioner is not None and provisioner.machine_controller is not None
+        return provisioner.machine_controller.reconciler
+
+    def reconciles(self, controller: str) -> float:
+        return reconciles(self.operator, controller)
+
+
+def reconciles(operator: Operator, controller: str) -> float:
+    """How many reconciles ``controller`` finished so far (any outcome), from the operator's metrics:
+    what a test waits on instead of sleeping through an observation window."""
+    total = 0.0
+    for metric in operator.metrics.reconciles.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels.get("controller") == controller:
+                total += sample.value
+    return total
+
+
+async def reconciled_again(operator: Operator, controller: str, since: float, *, timeout: float = 30) -> None:
+    """Wait until ``controller`` finished another reconcile after the count ``since``."""
+
+    async def more() -> bool | None:
+        return True if reconciles(operator, controller) > since else None
+
+    await eventually(more, timeout=timeout, what=f"another reconcile of {controller}")
 
 
 class OperatorFailed(RuntimeError):
@@ -58,13 +99,20 @@ def operator_settings(**overrides: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def running_operator(
-    api: Any, factories: Sequence[ControllerFactory] = DEFAULT_CONTROLLERS, **settings: Any
+    api: Any,
+    factories: Sequence[ControllerFactory] = DEFAULT_CONTROLLERS,
+    *,
+    clock: Clock | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Operator]:
     """The operator built by the composition root with the test's ApiClient and ``factories``' controllers,
-    run in this event loop; yields once its controllers run. ``settings``: overrides of ``operator_settings``.
+    run in this event loop; yields once its controllers run. ``settings``: overrides of ``operator_settings``;
+    ``clock``: the operator's clock (a ``FakeClock`` that the test steps).
     On leaving, it is stopped and closed (the factories' closers run too); raises ``OperatorFailed`` if it
     did not start or did not exit cleanly."""
-    operator = await build_operator(operator_settings(**settings), api_client=api, controllers=list(factories))
+    operator = await build_operator(
+        operator_settings(**settings), api_client=api, controllers=list(factories), clock=clock
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(operator.run(stop), name="operator")
     try:
@@ -83,13 +131,19 @@ async def running_operator(
 
 @contextlib.asynccontextmanager
 async def provisioner_operator(
-    api: Any, simulator: AksSimulator, token_file: Path, settings: ProvisionerSettings, **azure: Any
-) -> AsyncIterator[ProvisionerFactory]:
+    api: Any,
+    simulator: AksSimulator,
+    token_file: Path,
+    settings: ProvisionerSettings,
+    *,
+    clock: Clock | None = None,
+    **azure: Any,
+) -> AsyncIterator[RunningProvisioner]:
     """An operator running only the GPU provisioner, talking to ``simulator``."""
     environment = simulator.operator_environment(simulator.write_federated_token(token_file))
     factory = ProvisionerFactory(azure=AzureSettings(**{**environment, **azure}), settings=settings)
-    async with running_operator(api, [factory]):
-        yield factory
+    async with running_operator(api, [factory], clock=clock) as operator:
+        yield RunningProvisioner(factory, operator)
 
 
 def webhook_settings(namespace: str) -> dict[str, Any]:

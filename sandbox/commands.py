@@ -141,7 +141,8 @@ def _start_simulator(plane: ControlPlane, delay: float, faults: list[dict[str, o
     ]
     plane.add_process("aks-simulator", argv, lambda: _simulator_info(plane) is not None)
     info = _simulator_info(plane)
-    assert info is not None
+    if info is None:  # add_process waited for this line; it is gone only if someone truncated the log
+        raise RuntimeError(f"the AKS simulator started but its ready line is gone from {plane.log_dir}")
     environment = {"KUBECONFIG": str(plane.kubeconfig), **info["environment"]}
     if faults:
         context = ssl.create_default_context(cafile=str(info["ca"]))

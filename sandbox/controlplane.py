@@ -245,10 +245,15 @@ class ControlPlane:
                 raise ControlPlaneError(f"{name} was not ready in time; last lines of {proc.log}:\n{proc.tail()}")
             time.sleep(0.2)  # a health-check poll interval, not synchronisation
 
+    def _started_pki(self) -> Pki:
+        if self.pki is None:
+            raise ControlPlaneError("the control plane's certificates do not exist yet: start() writes them")
+        return self.pki
+
     def _apiserver_probe(self, path: str) -> Callable[[], bool]:
-        assert self.pki is not None
-        context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
-        context.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
+        pki = self._started_pki()
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
         return http_probe(f"{self.server}{path}", context)
 
     # --- component flags ------------------------------------------------------------------
@@ -271,7 +276,7 @@ class ControlPlane:
         ]
 
     def _apiserver_argv(self, b: Binaries) -> list[str]:
-        assert self.pki is not None
+        pki = self._started_pki()
         argv = [
             str(b.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
@@ -279,11 +284,11 @@ class ControlPlane:
             "--advertise-address=127.0.0.1",  # no default route in sandboxes: never guess an address
             f"--secure-port={self.ports['apiserver']}",
             f"--cert-dir={self.state_dir / 'pki'}",
-            f"--tls-cert-file={self.pki.serving_cert}",
-            f"--tls-private-key-file={self.pki.serving_key}",
-            f"--client-ca-file={self.pki.ca_cert}",
-            f"--service-account-key-file={self.pki.service_account_pub}",
-            f"--service-account-signing-key-file={self.pki.service_account_key}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            f"--service-account-key-file={pki.service_account_pub}",
+            f"--service-account-signing-key-file={pki.service_account_key}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--authorization-mode=RBAC",
@@ -310,12 +315,12 @@ class ControlPlane:
         ]
 
     def _kcm_argv(self, b: Binaries) -> list[str]:
-        assert self.pki is not None
+        pki = self._started_pki()
         return [
             str(b.kube_controller_manager),
             *self._component_common("kcm"),
-            f"--service-account-private-key-file={self.pki.service_account_key}",
-            f"--root-ca-file={self.pki.ca_cert}",
+            f"--service-account-private-key-file={pki.service_account_key}",
+            f"--root-ca-file={pki.ca_cert}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--use-service-account-credentials=false",
             "--kube-api-qps=200",
@@ -344,7 +349,7 @@ class ControlPlane:
     # --- files ----------------------------------------------------------------------------
 
     def _write_kubeconfig(self) -> None:
-        assert self.pki is not None
+        pki = self._started_pki()
 
         def data(path: Path) -> str:
             return b64encode(path.read_bytes()).decode()
@@ -355,15 +360,15 @@ class ControlPlane:
             "clusters": [
                 {
                     "name": "kaito-sandbox",
-                    "cluster": {"server": self.server, "certificate-authority-data": data(self.pki.ca_cert)},
+                    "cluster": {"server": self.server, "certificate-authority-data": data(pki.ca_cert)},
                 }
             ],
             "users": [
                 {
                     "name": "kaito-admin",
                     "user": {
-                        "client-certificate-data": data(self.pki.admin_cert),
-                        "client-key-data": data(self.pki.admin_key),
+                        "client-certificate-data": data(pki.admin_cert),
+                        "client-key-data": data(pki.admin_key),
                     },
                 }
             ],

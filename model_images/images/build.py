@@ -89,7 +89,8 @@ def obtain_weights(plan: BuildPlan) -> Path:
     """The directory to take the weights from: ``--weights-dir`` or a fresh download."""
     if plan.weights_dir is not None:
         return plan.weights_dir
-    assert plan.revision is not None  # plan_build guarantees it
+    if plan.revision is None:
+        raise BuildError(f"{plan.preset.name}: no revision to download and no --weights-dir (see plan_build)")
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     if plan.preset.access == "private" and not token:
         raise BuildError(f"{plan.preset.model_id} is gated: set HF_TOKEN to a Hugging Face token with access")

@@ -60,7 +60,7 @@ class EndToEnd:
 
     def azure(self, **overrides: str) -> AzureSettings:
         environment = self.simulator.operator_environment(self.simulator.write_federated_token(self.token_file))
-        return AzureSettings(**{**environment, **overrides})
+        return AzureSettings.model_validate({**environment, **overrides})
 
     @contextlib.asynccontextmanager
     async def operator(

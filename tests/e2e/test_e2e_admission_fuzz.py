@@ -5,13 +5,13 @@ provisioner against the AKS simulator) running. The full run is benchmarks/admis
 from __future__ import annotations
 
 import pytest
-from e2e_kit import EndToEnd
 
 from gpu_provisioner.setup import ProvisionerFactory
 from gpu_provisioner.testing import fast_provisioner
 from kaito import admission_fuzz
-from kaito.operator import DEFAULT_CONTROLLERS
+from kaito.operator import DEFAULT_CONTROLLERS, ControllerFactory
 from kaito.testing import admission_webhook
+from tests.e2e.e2e_kit import EndToEnd
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 
@@ -27,7 +27,7 @@ async def test_generated_workspaces_are_refused_by_field_or_reach_a_terminal_sta
         for index, body in enumerate(admission_fuzz.generate(EXAMPLES, seed_value=20261201))
     ]
     provisioner = ProvisionerFactory(azure=e2e.azure(), settings=fast_provisioner(e2e.selector))
-    factories = [*DEFAULT_CONTROLLERS, provisioner]
+    factories: list[ControllerFactory] = [*DEFAULT_CONTROLLERS, provisioner]
     async with admission_webhook(e2e.api, e2e.namespace, factories, max_workspace_count=MAX_COUNT) as operator:
         report = await admission_fuzz.run(e2e.kube, e2e.namespace, bodies, deadline_s=DEADLINE_S)
         assert report.refusals_without_field == []

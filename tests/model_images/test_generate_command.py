@@ -138,7 +138,10 @@ async def test_generate_resolves_the_workspace_its_service_and_ready_endpoints(
         await run(args, printed.append)
 
     core = client.CoreV1Api(kube_api)
-    service = {"metadata": {"name": name}, "spec": {"ports": [{"port": 80, "targetPort": 5000}]}}
+    service = client.V1Service(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=80, target_port=5000)]),
+    )
     await core.create_namespaced_service(namespace, service, _request_timeout=timeout)
     with pytest.raises(EndpointNotReady, match=f"endpoint not ready: service {namespace}/tiny has no ready pods"):
         await run(args, printed.append)

@@ -43,12 +43,18 @@ async def _create(api: client.ApiClient, namespace: str, body: dict[str, Any]) -
     return result
 
 
+def _status_message(error: ApiException) -> str:
+    """The apiserver's Status message of a refused request."""
+    assert error.body is not None, f"HTTP {error.status} came without a Status body"
+    message: str = json.loads(error.body)["message"]
+    return message
+
+
 async def _rejection(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> str:
     with pytest.raises(ApiException) as raised:
         await _create(api, namespace, body)
     assert raised.value.status == 422, raised.value.body
-    message: str = json.loads(raised.value.body)["message"]
-    return message
+    return _status_message(raised.value)
 
 
 async def test_all_ten_kaito_examples_apply_unchanged(kube_api: client.ApiClient, namespace: str) -> None:
@@ -181,7 +187,8 @@ async def test_a_gpu_provisioner_shaped_machine_is_accepted(kube_api: client.Api
             c.MACHINE_PLURAL,
             name,
             status,
-            _content_type="application/merge-patch+json",
+            # The package's stub leaves out _content_type, which the method accepts.
+            _content_type="application/merge-patch+json",  # type: ignore[call-arg]
             _request_timeout=REQUEST_TIMEOUT,
         )
         assert patched["status"]["capacity"]["nvidia.com/gpu"] == "2"

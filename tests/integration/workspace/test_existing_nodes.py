@@ -7,13 +7,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from workspace_testkit import delete_workspace_and_wait, example_workspace
 
 from kaito.testing import running_operator
 from kaito_operator.api import constants as c
 from kaito_operator.api.kinds import MACHINE, WORKSPACE
 from kaito_operator.runtime import DEPLOYMENT, NODE, POD, SERVICE
 from kaito_operator.testing import INSTANCE_TYPE, condition, delete_quietly, gpu_node, is_true, plain_client, wait_for
+from tests.integration.workspace.workspace_testkit import delete_workspace_and_wait, example_workspace
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 

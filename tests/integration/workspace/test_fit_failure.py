@@ -6,13 +6,13 @@ import uuid
 from typing import Any
 
 import pytest
-from workspace_testkit import delete_workspace_and_wait, machines_of, preset_workspace
 
 from kaito.testing import running_operator
 from kaito_operator.api import constants as c
 from kaito_operator.api.kinds import WORKSPACE
 from kaito_operator.runtime import EVENT
 from kaito_operator.testing import condition, plain_client, wait_for, wait_for_item
+from tests.integration.workspace.workspace_testkit import delete_workspace_and_wait, machines_of, preset_workspace
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 
