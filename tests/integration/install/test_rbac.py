@@ -61,6 +61,9 @@ ALLOWED_UNSEEN = {
     # event repeats (count + 1); the flow emits each event once.
     ("", "events", "get"),
     ("", "events", "patch"),
+    # The webhook's certificate keeper (kaito_operator/webhook/keeper.py, _current_or_renewed) replaces
+    # its Secret when the certificate is due for renewal; a fresh install only creates it.
+    ("", "secrets", "update"),
 }
 
 
@@ -166,13 +169,14 @@ async def flow(
                     await force_delete_machines(admin, namespace)
             rbac = client.RbacAuthorizationV1Api(kube_api)
             cluster_role = await rbac.read_cluster_role(release, _request_timeout=REQUEST_TIMEOUT)
-            role = await rbac.read_namespaced_role(
-                f"{release}-leader-election", release_namespace, _request_timeout=REQUEST_TIMEOUT
-            )
+            roles = [
+                await rbac.read_namespaced_role(name, release_namespace, _request_timeout=REQUEST_TIMEOUT)
+                for name in (f"{release}-leader-election", f"{release}-webhook-cert")
+            ]
             yield FlowRun(
                 used=used,
                 cluster_rules=[r.to_dict() for r in cluster_role.rules],
-                role_rules=[r.to_dict() for r in role.rules],
+                role_rules=[r.to_dict() for role in roles for r in role.rules],
                 release_namespace=release_namespace,
             )
         finally:
@@ -271,4 +275,4 @@ def test_the_chart_grants_nothing_the_flow_did_not_use(flow: FlowRun) -> None:
     missing = used - granted
     assert not missing, f"used but not granted (the flow should have failed): {sorted(missing)}"
     role_resources = {resource for _, resource, _ in _granted(flow.role_rules)}
-    assert role_resources == {"leases"}, "the namespaced Role holds the Lease only"
+    assert role_resources == {"leases", "secrets"}, "the namespaced Roles hold the Lease and the webhook's Secret"
