@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from kubernetes_asyncio import client
 from text_generation import AsyncClient
+from text_generation import errors as tgi_errors
 
 from kaito_operator.api import constants as c
 from model_images.cli import register
@@ -145,3 +147,30 @@ async def test_generate_resolves_the_workspace_its_service_and_ready_endpoints(
     await core.create_namespaced_service(namespace, service, _request_timeout=timeout)
     with pytest.raises(EndpointNotReady, match=f"endpoint not ready: service {namespace}/tiny has no ready pods"):
         await run(args, printed.append)
+
+
+async def test_relay_reports_a_plain_text_refusal_with_its_status_and_message() -> None:
+    # What a proxy that refuses a destination answers: a status and a text/plain body.
+    refusal = "resolve_deny: denied destination"
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=403, text=refusal)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    upstream = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with client.ApiClient(client.Configuration(host=upstream)) as api:
+            relay = ApiServerRelay(api, upstream, timeout=30)
+            relayed_url = await relay.start()
+            try:
+                with pytest.raises(tgi_errors.ShardNotReadyError) as refused:  # the client's class for 403
+                    await AsyncClient(relayed_url, timeout=30).generate(PROMPT, max_new_tokens=2)
+            finally:
+                await relay.stop()
+    finally:
+        await runner.cleanup()
+    assert "403" in str(refused.value) and refusal in str(refused.value)
