@@ -66,6 +66,7 @@ async def _wait_workspaces_ready(api: Any, workspaces: list[tuple[str, str]], ti
     objects = client.CustomObjectsApi(api)
     deadline = time.monotonic() + timeout
     pending = set(workspaces)
+    shown: dict[tuple[str, str], str] = {}
     print(f"waiting up to {timeout:.0f}s for {len(pending)} Workspace(s) to be ready", file=sys.stderr)
     while pending:
         for namespace, name in sorted(pending):
@@ -74,6 +75,10 @@ async def _wait_workspaces_ready(api: Any, workspaces: list[tuple[str, str]], ti
             )
             conditions = {cond["type"]: cond for cond in obj.get("status", {}).get("conditions", []) or []}
             ready = conditions.get(c.COND_WORKSPACE_READY, {})
+            message = str(ready.get("message") or "waiting for the operator")
+            if ready.get("status") != "True" and shown.get((namespace, name)) != message:
+                shown[(namespace, name)] = message  # progress: each new step the Workspace reports
+                print(f"Workspace {name}: {message}", file=sys.stderr)
             if ready.get("status") == "True":
                 pending.discard((namespace, name))
                 print(f"Workspace {name} is ready", file=sys.stderr)
