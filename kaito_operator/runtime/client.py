@@ -261,7 +261,9 @@ class KubeClient:
     ) -> dict[str, Any]:
         """POST to a subresource, e.g. a Pod's ``eviction`` (a policy/v1 Eviction, which the API server
         refuses with 429 while a PodDisruptionBudget forbids it)."""
-        return await self._call("create", "POST", kind, kind.path(namespace, name, subresource), body=body)
+        return await self._call(
+            "create", "POST", kind, kind.path(namespace, name, subresource), body=body, subresource=subresource
+        )
 
     async def replace(self, kind: ResourceKind, obj: dict[str, Any]) -> dict[str, Any]:
         """PUT the whole object; with metadata.resourceVersion set, a concurrent change is a 409."""
