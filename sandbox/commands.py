@@ -89,14 +89,19 @@ async def _wait_workspaces_ready(api: Any, workspaces: list[tuple[str, str]], ti
 
 
 def _start_operator(plane: ControlPlane, env_file: Path) -> None:
-    """Run `kaito run` beside the control plane with the simulator's settings from operator.env."""
+    """Run `kaito run` beside the control plane with the simulator's settings from operator.env. Its
+    admission webhook registers itself by URL on 127.0.0.1 (allowed for admission webhooks), so the
+    sandbox refuses bad Workspaces at `kubectl apply` as a cluster with the chart does."""
 
-    health_port = free_port()
+    health_port, webhook_port = free_port(), free_port()
     environment = {**os.environ, **_read_env_file(env_file)}
     environment |= {
         "KAITO_HEALTH_PORT": str(health_port),
         "KAITO_METRICS_PORT": str(free_port()),
         "KAITO_BIND_ADDRESS": "127.0.0.1",
+        "KAITO_WEBHOOK_PORT": str(webhook_port),
+        # The path is the webhook's (kaito_operator.webhook.server.WEBHOOK_PATH, Kaito v0.1's).
+        "KAITO_WEBHOOK_URL": f"https://127.0.0.1:{webhook_port}/validate/workspace.kaito.sh",
     }
     probe = http_probe(f"http://127.0.0.1:{health_port}/readyz")
     plane.add_process("operator", [sys.executable, "-m", "kaito.cli", "run"], probe, env=environment)

@@ -278,11 +278,15 @@ class KubeClient:
         field_manager: str,
         subresource: str | None = None,
         force: bool = True,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
-        """Server-side apply: ``obj`` is the full intent of ``field_manager`` for this object."""
+        """Server-side apply: ``obj`` is the full intent of ``field_manager`` for this object.
+        ``dry_run``: validate and default it (admission included) without storing anything."""
         meta = obj["metadata"]
         path = kind.path(meta.get("namespace"), meta["name"], subresource)
         query = [("fieldManager", field_manager), ("force", "true" if force else "false")]
+        if dry_run:
+            query.append(("dryRun", "All"))
         return await self._call(
             "apply",
             "PATCH",

@@ -34,8 +34,6 @@ from pydantic import ValidationError
 from kaito_operator.api import constants as c
 from kaito_operator.api.kinds import MACHINE, WORKSPACE
 from kaito_operator.api.workspace import Workspace
-from kaito_operator.presets import catalog
-from kaito_operator.presets.fit import check_fit
 from kaito_operator.runtime.client import KubeClient
 from kaito_operator.runtime.clock import Clock
 from kaito_operator.runtime.controller import Controller, Result
@@ -46,6 +44,7 @@ from kaito_operator.runtime.informer import Informer, WatchEvent
 from kaito_operator.runtime.kinds import DEPLOYMENT, NODE, SERVICE, ObjectKey, ResourceKind, key_of
 from kaito_operator.runtime.manager import Manager
 from kaito_operator.runtime.mapping import Mapper, map_by_labels, map_to_owner
+from kaito_operator.workspace.dry_run import dry_run_workload
 from kaito_operator.workspace.machines import MachineState, machine_state, render_machine
 from kaito_operator.workspace.names import FIELD_MANAGER, machine_names, workload_name
 from kaito_operator.workspace.nodes import is_candidate, node_is_ready, node_labels, node_name, select_nodes
@@ -57,6 +56,7 @@ from kaito_operator.workspace.status import (
     status_changed,
     transitions,
 )
+from kaito_operator.workspace.validation import Limits, describe, validate_create
 from kaito_operator.workspace.workload import RenderOptions, render_workload, rendered_hash
 
 log = logging.getLogger(__name__)
@@ -111,9 +111,11 @@ class WorkspaceReconciler:
         recorder: EventRecorder,
         clock: Clock,
         options: RenderOptions,
+        limits: Limits | None = None,
         refused_retry: float = REFUSED_RETRY_SECONDS,
     ) -> None:
         self._client = client
+        self._limits = limits or Limits()
         self._workspaces = workspaces
         self._machines = machines
         self._nodes = nodes
@@ -147,6 +149,11 @@ class WorkspaceReconciler:
         try:
             workspace = Workspace.model_validate(obj)
         except ValidationError as error:
+            # Admitted while the webhook was down: say why on the object, as the webhook would have.
+            problem = self._spec_problem(obj) or f"the workspace cannot be read: {error}"
+            await self._write_status(
+                obj, Observation(generation=self._generation(obj), count=0, spec_problem=problem), []
+            )
             raise PermanentError(f"workspace {key} cannot be read: {error}") from error
         if c.WORKSPACE_FINALIZER not in (_meta(obj).get("finalizers") or []):
             obj = await self._add_finalizer(key, obj)
@@ -219,15 +226,17 @@ class WorkspaceReconciler:
     async def _sync(self, key: ObjectKey, obj: dict[str, Any], workspace: Workspace) -> Result:
         generation = self._generation(obj)
         count = workspace.resource.count
-        problem = self._spec_problem(workspace)
-        if problem is not None:
-            await self._write_status(obj, Observation(generation=generation, count=count, spec_problem=problem), [])
-            raise PermanentError(problem)
-
+        problem = self._spec_problem(obj)
         machines = [machine_state(m) for m in self._machines_of(key)]
         # The node of a Machine being deleted is about to go: replace it now, not once it is gone.
         leaving = {m.node_name for m in machines if m.deleting and m.node_name}
         selected = select_nodes((n for n in self._nodes.store.list() if node_name(n) not in leaving), workspace)
+        if problem is None and len(selected) < count and not machines:
+            problem = await self._template_problem(key, workspace)
+        if problem is not None:
+            await self._write_status(obj, Observation(generation=generation, count=count, spec_problem=problem), [])
+            raise PermanentError(problem)
+
         errors: list[ApiError] = []
         refusals: list[ApiError] = []  # retrying the same write cannot help: a slow look, no backoff
         resource_error: str | None = None
@@ -284,12 +293,21 @@ class WorkspaceReconciler:
             raise PermanentError(inference_failure)
         return Result()
 
-    def _spec_problem(self, workspace: Workspace) -> str | None:
-        preset = workspace.inference.preset
-        if preset is None:
+    def _spec_problem(self, obj: dict[str, Any]) -> str | None:
+        """The admission rules (validation.py), so what slipped past the webhook fails the same way."""
+        return describe(validate_create(obj, self._limits)) or None
+
+    async def _template_problem(self, key: ObjectKey, workspace: Workspace) -> str | None:
+        """Before the first Machine of a custom template: would its Deployment be accepted at all?"""
+        if workspace.inference.template is None:
             return None
-        problems = check_fit(catalog.get(preset.name), workspace.resource.instance_type, workspace.resource.count)
-        return "; ".join(p.message for p in problems) or None
+        if self._deployments.store.get(ObjectKey(key.namespace, workload_name(key.name))) is not None:
+            return None
+        try:
+            problem = await dry_run_workload(self._client, workspace, self._options)
+        except ValueError as error:
+            return f"cannot render the workload: {error}"
+        return str(problem) if problem is not None else None
 
     async def _ensure_machines(
         self,
@@ -463,6 +481,7 @@ def workspace_controller(
     *,
     recorder: EventRecorder,
     options: RenderOptions,
+    limits: Limits | None = None,
     concurrency: int | None = None,
     reconcile_timeout: float = 120.0,
     refused_retry: float = REFUSED_RETRY_SECONDS,
@@ -483,6 +502,7 @@ def workspace_controller(
         recorder=recorder,
         clock=manager.clock,
         options=options,
+        limits=limits,
         refused_retry=refused_retry,
     )
     controller = manager.controller(
