@@ -34,6 +34,9 @@ KAITO_OWNER_LABELS: Final = (c.LABEL_WORKSPACE, LABEL_RAGENGINE)
 TAG_CLUSTER: Final = "kaito-py-cluster"
 TAG_MACHINE: Final = "kaito-py-machine"
 TAG_CREATED_AT: Final = "kaito-py-created-at"
+TAG_MACHINE_UID: Final = "kaito-py-machine-uid"
+"""The UID of the Machine the pool was last PUT for: a pool of ours left by an earlier Machine of the
+same name carries another UID, and is PUT again (taking it over) rather than adopted as it is."""
 
 
 def is_kaito_machine(machine: Mapping[str, Any]) -> bool:
@@ -98,6 +101,7 @@ def instance_spec(machine: Mapping[str, Any], *, cluster_name: str, now: datetim
         tags={
             TAG_CLUSTER: cluster_name,
             TAG_MACHINE: name,
+            TAG_MACHINE_UID: str(meta.get("uid") or ""),
             TAG_CREATED_AT: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
     )
@@ -121,6 +125,19 @@ def fingerprint(spec: InstanceSpec) -> str:
 def is_ours(tags: Mapping[str, str], cluster_name: str) -> bool:
     """A pool this operator made for this cluster (user-made pools are never touched)."""
     return tags.get(TAG_CLUSTER) == cluster_name and bool(tags.get(TAG_MACHINE))
+
+
+def belongs_to(tags: Mapping[str, str], *, cluster_name: str, machine_name: str) -> bool:
+    """A pool kaito made for this cluster and for a Machine of this name: the only pools a Machine may
+    adopt, PUT again or delete. A name match alone is not ownership (the user's ``nodepool1``)."""
+    return is_ours(tags, cluster_name) and tags.get(TAG_MACHINE) == machine_name
+
+
+def made_for_another_machine(tags: Mapping[str, str], machine_uid: str) -> bool:
+    """Our pool, but PUT for an earlier Machine of the same name (pools made before the UID tag
+    existed carry none and count as this Machine's)."""
+    recorded = tags.get(TAG_MACHINE_UID)
+    return bool(recorded) and recorded != machine_uid
 
 
 def created_at(tags: Mapping[str, str]) -> datetime | None:

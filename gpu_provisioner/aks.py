@@ -63,9 +63,23 @@ _INVALID_CODES = frozenset(
     }
 )
 _AUTH_CODES = frozenset({"InvalidAuthenticationToken", "AuthenticationFailed", "AuthorizationFailed"})
+# ARM's answers for a scope above the agent pool that does not exist: the settings are wrong, the
+# pool may well exist (in the right place). AKS itself answers a missing pool with code NotFound.
+_MISSING_SCOPE_CODES = {
+    "SubscriptionNotFound": "ARM_SUBSCRIPTION_ID",
+    "InvalidSubscriptionId": "ARM_SUBSCRIPTION_ID",
+    "ResourceGroupNotFound": "ARM_RESOURCE_GROUP",
+    "ResourceNotFound": "ARM_RESOURCE_GROUP and AZURE_CLUSTER_NAME",
+    "ParentResourceNotFound": "ARM_RESOURCE_GROUP and AZURE_CLUSTER_NAME",
+}
+_POOL_NOT_FOUND_CODE = "NotFound"
+_POOL_NOT_FOUND_TEXT = "Agent Pool not found"
 # AKS answers a VM size the subscription may not use with the generic code BadRequest; the reference
 # (gpu-provisioner's AllNodesForMachine) documents this sentence as the only way to tell it apart.
 _SKU_NOT_ALLOWED_TEXT = "is not allowed in your subscription in location"
+# A local file the SDK reads is missing or unreadable (narrower than OSError, which network errors
+# and TimeoutError also are).
+_FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def classify(
@@ -92,8 +106,17 @@ def classify(
         return errors.SkuNotAllowed(message, **kw)
     if code in _AUTH_CODES or status in (401, 403):
         return errors.Unauthorized(message, **kw)
-    if status == 404 or code in ("NotFound", "ResourceNotFound"):
+    if code in _MISSING_SCOPE_CODES:
+        return errors.ConfigurationError(f"{message} (check {_MISSING_SCOPE_CODES[code]})", **kw)
+    if code == _POOL_NOT_FOUND_CODE or (status == 404 and code is None and _POOL_NOT_FOUND_TEXT in message):
         return errors.NotFound(message, **kw)
+    if status == 404:
+        # A 404 we cannot place (another code, a proxy's page): never taken for "the pool is gone".
+        return errors.ConfigurationError(
+            f"{message} (an unexpected 404: check ARM_ENDPOINT, ARM_SUBSCRIPTION_ID, ARM_RESOURCE_GROUP and "
+            "AZURE_CLUSTER_NAME)",
+            **kw,
+        )
     if code in _IN_PROGRESS_CODES and status in (409, None) and not operation_failed:
         return errors.OperationInProgress(message, **kw)
     if status in (408, 429) or (status is not None and status >= 500) or code == "TooManyRequests":
@@ -128,6 +151,9 @@ def translate(error: Exception, *, operation_failed: bool = False) -> errors.Clo
         return error
     if isinstance(error, TimeoutError):
         return errors.Transient(f"Azure did not answer in time ({error or 'timeout'})")
+    if isinstance(error, _FILE_ERRORS):
+        # A local file the SDK reads (the federated token, the CA bundle) is gone or unreadable.
+        return errors.Unauthorized(f"cannot read a file the Azure client needs: {error}")
     if isinstance(error, HttpResponseError):
         odata = error.error
         code = odata.code if odata is not None else None
@@ -151,9 +177,12 @@ class _IdentityCredential:
     SDK pipeline a token failure looks like any other 400/401, so this is the one place that
     knows it came from Entra ID and not from ARM."""
 
-    def __init__(self, credential: WorkloadIdentityCredential, *, client_id: str, tenant_id: str) -> None:
+    def __init__(
+        self, credential: WorkloadIdentityCredential, *, client_id: str, tenant_id: str, token_file: str = ""
+    ) -> None:
         self._credential = credential
         self._who = f"client id {client_id}, tenant {tenant_id}"
+        self._token_file = token_file or "AZURE_FEDERATED_TOKEN_FILE"
 
     def _refused(self, error: ClientAuthenticationError) -> errors.CloudError:
         status = getattr(error.response, "status_code", None)
@@ -180,12 +209,25 @@ class _IdentityCredential:
             )
         except ClientAuthenticationError as error:
             raise self._refused(error) from error
+        except _FILE_ERRORS as error:
+            raise self._unreadable_token_file(error) from error
 
     async def get_token_info(self, *scopes: str, options: TokenRequestOptions | None = None) -> AccessTokenInfo:
         try:
             return await self._credential.get_token_info(*scopes, options=options)
         except ClientAuthenticationError as error:
             raise self._refused(error) from error
+        except _FILE_ERRORS as error:
+            raise self._unreadable_token_file(error) from error
+
+    def _unreadable_token_file(self, error: OSError) -> errors.CloudError:
+        # The kubelet rotates the projected token file; if it vanishes (volume unmounted, path changed)
+        # azure-identity's read fails with a bare OSError.
+        return errors.Unauthorized(
+            f"cannot read the federated token file ({self._token_file}) for the workload identity "
+            f"({self._who}): {error.strerror or error}. Is the pod still labelled azure.workload.identity/use=true "
+            "and its token volume mounted? " + IDENTITY_SETUP_HINT
+        )
 
     async def close(self) -> None:
         await self._credential.close()
@@ -287,6 +329,7 @@ class AksCloudProvider:
                 ),
                 client_id=str(azure.client_id),
                 tenant_id=str(azure.tenant_id),
+                token_file=str(azure.federated_token_file),
             ),
         )
         self._owns_credential = credential is None

@@ -31,7 +31,9 @@ class CloudError(Exception):
 
 
 class NotFound(CloudError):
-    """The instance (agent pool) does not exist. Deleting a missing instance raises this."""
+    """The instance (agent pool) does not exist, in a cluster that does (AKS's own ``NotFound``).
+    Deleting a missing instance raises this. A 404 that may mean a missing resource group, cluster
+    or subscription is a :class:`ConfigurationError` instead."""
 
     reason = "NotFound"
 
@@ -52,12 +54,23 @@ class Transient(CloudError):
     reason = "Transient"
 
 
-class Unauthorized(CloudError):
-    """The cloud refused our identity (no token, a token it does not accept, or no permission).
+class ConfigurationError(CloudError):
+    """The operator's Azure settings point nowhere or our identity may not act there: the
+    subscription, resource group or managed cluster does not exist (ARM 404 ``SubscriptionNotFound``,
+    ``ResourceGroupNotFound``, ``ResourceNotFound`` / ``ParentResourceNotFound`` for the cluster), or
+    the identity has no rights on it (403 ``AuthorizationFailed``).
 
-    Retrying soon does not help, but fixing the identity outside the operator does, so callers
-    retry slowly rather than never.
+    Never "the pool is gone": such a 404 says nothing about the pool, so a caller that wants a pool
+    deleted must keep waiting (and keep its finalizer). Retrying soon does not help, fixing the
+    settings or the role assignment does, so callers retry slowly rather than never.
     """
+
+    reason = "ConfigurationError"
+
+
+class Unauthorized(ConfigurationError):
+    """The cloud refused our identity (no token, a token it does not accept, a token file that is
+    gone, or no permission): a configuration error of the identity."""
 
     reason = "Unauthorized"
 

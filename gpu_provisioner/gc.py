@@ -23,7 +23,8 @@ from typing import Any, Final
 from gpu_provisioner import agentpool
 from gpu_provisioner.cloudprovider import CloudProvider, Instance
 from gpu_provisioner.errors import CloudError, NotFound, OperationInProgress
-from gpu_provisioner.lifecycle import NODE_INDEX, agentpool_of, delete_pool_nodes, machine_filter
+from gpu_provisioner.machine import NODE_INDEX, agentpool_of, machine_filter
+from gpu_provisioner.machine.nodes import drain_and_delete
 from gpu_provisioner.settings import ProvisionerSettings, parse_selector, selector_matches
 from kaito_operator.runtime import (
     Clock,
@@ -74,6 +75,13 @@ class GarbageCollector:
             log.warning("garbage collection: listing agent pools failed: %s", error)
             return Result(self._settings.gc_interval_s)
         orphans = self.orphans(pools)
+        if len(orphans) > self._settings.gc_max_deletions_per_sweep:
+            log.warning(
+                "garbage collection: %d orphan agent pools; deleting %d this sweep (gc_max_deletions_per_sweep)",
+                len(orphans),
+                self._settings.gc_max_deletions_per_sweep,
+            )
+            orphans = orphans[: self._settings.gc_max_deletions_per_sweep]
         if orphans:
             # Every deletion runs to its end: one that fails must not leave the others unattended.
             outcomes = await asyncio.gather(*(self._collect(pool) for pool in orphans), return_exceptions=True)
@@ -105,8 +113,14 @@ class GarbageCollector:
         return orphans
 
     async def _collect(self, pool: Instance) -> None:
+        nodes = self._nodes.store.by_index(NODE_INDEX, pool.name)
         try:
-            nodes = await delete_pool_nodes(self._client, self._nodes, pool.name)
+            draining = await drain_and_delete(
+                self._client, nodes, clock=self._clock, timeout_s=self._settings.drain_timeout_s
+            )
+            if draining:
+                log.info("garbage collection: draining the nodes of agent pool %s; next sweep", pool.name)
+                return
             await self._cloud.delete(pool.name)
         except NotFound:
             pass
@@ -120,7 +134,7 @@ class GarbageCollector:
         log.info(
             "garbage collection: deleting agent pool %s (nodes %s): no Machine %s exists",
             pool.name,
-            nodes or "none",
+            [_name(node) for node in nodes] or "none",
             pool.name,
         )
 

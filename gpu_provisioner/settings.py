@@ -20,10 +20,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IDENTITY_SETUP_HINT = (
-    "Run scripts/setup-identity.sh (it creates the managed identity, grants it Contributor on the "
-    "cluster, and federates it with the operator's ServiceAccount), then install the chart with "
-    "workloadIdentity.clientId and workloadIdentity.tenantId set so the AKS workload-identity webhook "
-    "injects AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE and AZURE_AUTHORITY_HOST."
+    "Run scripts/setup-identity.sh -g <resource group> -c <cluster> (it creates the managed identity, "
+    "grants it a custom role limited to reading the cluster and writing its agent pools, and federates "
+    "it with the operator's ServiceAccount), then install or upgrade the chart helm/kaito with the values "
+    "it prints: workloadIdentity.clientId, workloadIdentity.tenantId and provisioner.azure.subscriptionId, "
+    ".resourceGroup, .clusterName, .location. The AKS workload-identity webhook then injects AZURE_CLIENT_ID, "
+    "AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE and AZURE_AUTHORITY_HOST. See docs/install-aks.md."
 )
 
 
@@ -144,6 +146,41 @@ class ProvisionerSettings(BaseSettings):
         default=600.0,
         gt=0,
         description="How long to remember a started create when its status write got lost.",
+    )
+    launch_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A Machine whose create Azure has not accepted this long after the Machine was made "
+        "(transient errors, failed operations) is deleted (karpenter: 5 min).",
+    )
+    registration_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="A Machine whose node has not registered this long after MachineLaunched became True "
+        "is deleted with its pool (karpenter: 15 min).",
+    )
+    launch_recheck_interval_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="After a permanent launch failure (quota, VM size not allowed, no capacity), send the "
+        "same create again at most this often, so a raised quota recovers without deleting anything.",
+    )
+    configuration_recheck_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the start-up check of the Azure configuration (cluster reachable, identity "
+        "allowed) runs again while it fails, and at most how often once it passed (x10).",
+    )
+    drain_timeout_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long to keep evicting a node's pods (PodDisruptionBudgets may refuse) before the "
+        "node is deleted anyway.",
+    )
+    gc_max_deletions_per_sweep: int = Field(
+        default=10,
+        ge=1,
+        description="At most this many agent pools deleted by one garbage-collection sweep.",
     )
 
 

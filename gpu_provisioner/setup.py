@@ -15,16 +15,18 @@ from typing import Any
 
 from gpu_provisioner.aks import AksCloudProvider
 from gpu_provisioner.cloudprovider import CloudProvider, Instance, InstanceSpec, Operation, OperationProgress
+from gpu_provisioner.configuration_check import CHECK_KEY, ConfigurationCheck
 from gpu_provisioner.errors import Unauthorized
 from gpu_provisioner.gc import GC_KEY, GarbageCollector
-from gpu_provisioner.lifecycle import MachineReconciler, machine_filter, map_node_to_machine
-from gpu_provisioner.settings import AzureSettings, ProvisionerSettings, parse_selector
+from gpu_provisioner.machine import MachineController, map_node_to_machine, wakes_the_controller
+from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
 from kaito_operator.api.kinds import MACHINE
 from kaito_operator.runtime import NODE, Controller, EventRecorder, Manager, ObjectKey, Result
 
 log = logging.getLogger(__name__)
 MACHINE_CONTROLLER = "gpu-provisioner-machine"
 GC_CONTROLLER = "gpu-provisioner-gc"
+CHECK_CONTROLLER = "gpu-provisioner-configuration-check"
 
 
 class UnconfiguredCloud:
@@ -59,6 +61,8 @@ class Provisioner:
     cloud: CloudProvider | None
     problem: str | None
     """The configuration problem that keeps Azure out of reach, if any."""
+    check: ConfigurationCheck | None = None
+    """The start-up (and periodic) check of the Azure configuration; its ``problem`` feeds /readyz."""
 
     async def close(self) -> None:
         if isinstance(self.cloud, AksCloudProvider):
@@ -96,23 +100,25 @@ def build_provisioner_controllers(
     cluster_name = azure.cluster_name or "unconfigured"
     machines = manager.informer(MACHINE)
     nodes = manager.informer(NODE)
-    machine_controller = manager.controller(
-        MACHINE_CONTROLLER,
-        MachineReconciler(
-            client=manager.client,
-            machines=machines,
-            nodes=nodes,
-            cloud=cloud,
-            recorder=recorder,
-            clock=manager.clock,
-            settings=settings,
-            cluster_name=cluster_name,
-        ),
-        concurrency=concurrency,
+    check = ConfigurationCheck(cloud=cloud, settings=settings, cluster=cluster_name)
+    reconciler = MachineController(
+        client=manager.client,
+        machines=machines,
+        nodes=nodes,
+        cloud=cloud,
+        recorder=recorder,
+        clock=manager.clock,
+        settings=settings,
+        cluster_name=cluster_name,
+        configuration_problem=lambda: check.problem,
     )
-    handled = machine_filter(parse_selector(settings.machine_selector))
-    machine_controller.watch(machines, predicate=lambda event: handled(event.obj))
+    machine_controller = manager.controller(MACHINE_CONTROLLER, reconciler, concurrency=concurrency)
+    handled = reconciler.handled
+    machine_controller.watch(machines, predicate=lambda event: handled(event.obj) and wakes_the_controller(event))
     machine_controller.watch(nodes, map_node_to_machine)
+    check.wake_on_change(machine_controller, machines)
+    check_controller = manager.controller(CHECK_CONTROLLER, check, concurrency=1)
+    check_controller.queue.add(CHECK_KEY)
     gc_controller: Controller | None = None
     if problem is None:
         gc_controller = manager.controller(
@@ -130,7 +136,7 @@ def build_provisioner_controllers(
             concurrency=1,
         )
         gc_controller.queue.add(GC_KEY)
-    return Provisioner(machine_controller, gc_controller, cloud, problem)
+    return Provisioner(machine_controller, gc_controller, cloud, problem, check)
 
 
 class _Disabled:
@@ -170,6 +176,9 @@ class ProvisionerFactory:
             concurrency=max(10, int(context.settings.concurrency)),
         )
         context.on_close(self.close)  # the Azure HTTP session outlives the manager's run
+        check = self.provisioner.check
+        if check is not None:
+            context.add_readiness_check("azure-configuration", check.readiness)
         if self.provisioner.machine_controller is not None:
             return self.provisioner.machine_controller
         # Disabled: an idle controller that is never registered, so nothing runs.

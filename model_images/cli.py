@@ -105,4 +105,7 @@ def add_runtime_commands(sub: Any, lazy: Lazy) -> None:
     tiny = sub.add_parser("tiny-model", help="write a tiny random-weight Llama model directory (for tests)")
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument(
+        "--max-position-embeddings", type=int, default=1024, help="the longest sequence the model takes (default 1024)"
+    )
     tiny.set_defaults(func=lazy("model_images.runtime.serve", "tiny_model_main"))

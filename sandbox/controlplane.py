@@ -38,7 +38,13 @@ from sandbox.pki import SERVICE_CLUSTER_IP_RANGE, Pki, write_control_plane_pki
 
 Profile = Literal["apiserver", "full"]
 PROFILES: Final[tuple[Profile, ...]] = ("apiserver", "full")
-STAGES_FILE: Final = Path(__file__).resolve().parent / "kwok" / "stages.yaml"
+KWOK_DIR: Final = Path(__file__).resolve().parent / "kwok"
+STAGES_FILE: Final = KWOK_DIR / "stages.yaml"
+PRETEND_POD_STAGES: Final = KWOK_DIR / "pods-pretend.yaml"
+SERVED_POD_STAGES: Final = KWOK_DIR / "pods-served.yaml"
+KWOK_CRDS_FILE: Final = KWOK_DIR / "crds.yaml"
+DEFAULT_POD_CIDR: Final = "10.244.0.1/16"
+"""kwok's pod IPs when nothing serves pods: addresses that exist nowhere, never to be dialled."""
 STATE_FILE: Final = "state.json"
 MARKER_FILE: Final = ".kaito-sandbox"
 """Marks a folder as a sandbox state folder: only such folders (or empty ones) are ever wiped."""
@@ -48,6 +54,16 @@ _PR_SET_PDEATHSIG: Final = 1
 
 class ControlPlaneError(RuntimeError):
     """The control plane could not be started (the message carries the failing component's log)."""
+
+
+class PortTaken(ControlPlaneError):
+    """A component could not bind the port chosen for it: another process took it between the choice
+    (``free_port``) and the bind. Starting again with new ports fixes it."""
+
+
+PORT_ATTEMPTS: Final = 3
+"""Starts tried with freshly chosen ports when a component finds its port taken."""
+_PORT_IN_USE: Final = "address already in use"
 
 
 def free_port() -> int:
@@ -62,7 +78,7 @@ def default_state_dir() -> Path:
     return Path(base) / "kaito-py" / "sandbox"
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: ask the kernel to SIGTERM it when its parent dies.
 
     This is what stops the control plane when a test session is killed outright.
@@ -97,6 +113,11 @@ class ControlPlane:
     die_with_parent: bool = True
     """Tie the processes to this Python process (tests, foreground CLI); False leaves them running."""
     out: TextIO = field(default=sys.stderr)
+    pod_cidr: str = DEFAULT_POD_CIDR
+    """kwok's ``--cidr``: where pod IPs come from (the sandbox's own range when it serves pods)."""
+    serve_pods: bool = False
+    """Preset pods wait for the sandbox's pod runner instead of pretending to be Ready, and kwok reads
+    per-pod Logs and PortForward objects (their CRDs are installed before kwok starts)."""
     processes: list[RunningProcess] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
     pki: Pki | None = None
@@ -125,19 +146,34 @@ class ControlPlane:
             )
         _refuse_foreign_folder(self.state_dir)
         binaries = self.binaries or ensure_binaries(self.out)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start_components(binaries, time.monotonic() + timeout)
+                break
+            except PortTaken as error:
+                if attempt == PORT_ATTEMPTS:
+                    raise
+                print(f"{error.args[0].splitlines()[0]}; starting again with new ports", file=self.out)
+        self._write_state()
+        return self
+
+    def _start_components(self, binaries: Binaries, deadline: float) -> None:
+        """A fresh state folder and fresh ports, then each component in order; on failure everything
+        started so far is stopped."""
         shutil.rmtree(self.state_dir, ignore_errors=True)
         self.log_dir.mkdir(parents=True)
         (self.state_dir / MARKER_FILE).write_text("state of a kaito sandbox; `kaito sandbox down` removes it\n")
         self.pki = write_control_plane_pki(self.state_dir / "pki")
         self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kwok")}
         self._write_kubeconfig()
-        deadline = time.monotonic() + timeout
         try:
             self._spawn("etcd", self._etcd_argv(binaries))
             self._await("etcd", deadline, http_probe(f"http://127.0.0.1:{self.ports['etcd']}/health"))
             self._spawn("kube-apiserver", self._apiserver_argv(binaries))
             self._await("kube-apiserver", deadline, self._apiserver_probe("/readyz"))
             if self.profile == "full":
+                if self.serve_pods:
+                    self._install_kwok_crds(deadline)
                 self._spawn("kube-controller-manager", self._kcm_argv(binaries))
                 self._spawn("kube-scheduler", self._scheduler_argv(binaries))
                 self._spawn("kwok", self._kwok_argv(binaries))
@@ -155,8 +191,6 @@ class ControlPlane:
         except BaseException:
             self.stop()
             raise
-        self._write_state()
-        return self
 
     def add_process(
         self,
@@ -203,7 +237,7 @@ class ControlPlane:
                 stderr=subprocess.STDOUT,
                 cwd=self.state_dir,
                 start_new_session=True,  # own process group: stopping it stops anything it forked
-                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
             )
         self.processes.append(RunningProcess(name, argv, log, process, process.pid))
 
@@ -211,9 +245,12 @@ class ControlPlane:
         proc = next(p for p in self.processes if p.name == name)
         while True:
             if proc.process is not None and proc.process.poll() is not None:
+                tail = proc.tail()
+                if _PORT_IN_USE in tail:
+                    raise PortTaken(f"{name} could not bind its port (taken meanwhile); {proc.log}:\n{tail}")
                 raise ControlPlaneError(
                     f"{name} exited with code {proc.process.returncode} during start-up; "
-                    f"last lines of {proc.log}:\n{proc.tail()}"
+                    f"last lines of {proc.log}:\n{tail}"
                 )
             if probe():
                 return
@@ -221,10 +258,33 @@ class ControlPlane:
                 raise ControlPlaneError(f"{name} was not ready in time; last lines of {proc.log}:\n{proc.tail()}")
             time.sleep(0.2)  # a health-check poll interval, not synchronisation
 
+    def _install_kwok_crds(self, deadline: float) -> None:
+        """Create kwok's Logs and PortForward CRDs and wait until they are served (kwok watches them
+        from its start)."""
+        pki = self._started_pki()
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+        base = f"{self.server}/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        names = []
+        for crd in yaml.safe_load_all(KWOK_CRDS_FILE.read_text()):
+            request = urllib.request.Request(
+                base, data=json.dumps(crd).encode(), headers={"Content-Type": "application/json"}, method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=10, context=context) as response:
+                response.read()
+            names.append(crd["metadata"]["name"])
+        for name in names:
+            self._await("kube-apiserver", deadline, _established_probe(f"{base}/{name}", context))
+
+    def _started_pki(self) -> Pki:
+        if self.pki is None:
+            raise ControlPlaneError("the control plane's certificates do not exist yet: start() writes them")
+        return self.pki
+
     def _apiserver_probe(self, path: str) -> Callable[[], bool]:
-        assert self.pki is not None
-        context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
-        context.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
+        pki = self._started_pki()
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
         return http_probe(f"{self.server}{path}", context)
 
     # --- component flags ------------------------------------------------------------------
@@ -247,7 +307,7 @@ class ControlPlane:
         ]
 
     def _apiserver_argv(self, b: Binaries) -> list[str]:
-        assert self.pki is not None
+        pki = self._started_pki()
         argv = [
             str(b.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
@@ -255,11 +315,11 @@ class ControlPlane:
             "--advertise-address=127.0.0.1",  # no default route in sandboxes: never guess an address
             f"--secure-port={self.ports['apiserver']}",
             f"--cert-dir={self.state_dir / 'pki'}",
-            f"--tls-cert-file={self.pki.serving_cert}",
-            f"--tls-private-key-file={self.pki.serving_key}",
-            f"--client-ca-file={self.pki.ca_cert}",
-            f"--service-account-key-file={self.pki.service_account_pub}",
-            f"--service-account-signing-key-file={self.pki.service_account_key}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            f"--service-account-key-file={pki.service_account_pub}",
+            f"--service-account-signing-key-file={pki.service_account_key}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--authorization-mode=RBAC",
@@ -286,12 +346,12 @@ class ControlPlane:
         ]
 
     def _kcm_argv(self, b: Binaries) -> list[str]:
-        assert self.pki is not None
+        pki = self._started_pki()
         return [
             str(b.kube_controller_manager),
             *self._component_common("kcm"),
-            f"--service-account-private-key-file={self.pki.service_account_key}",
-            f"--root-ca-file={self.pki.ca_cert}",
+            f"--service-account-private-key-file={pki.service_account_key}",
+            f"--root-ca-file={pki.ca_cert}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--use-service-account-credentials=false",
             "--kube-api-qps=200",
@@ -309,18 +369,22 @@ class ControlPlane:
             str(b.kwok),
             f"--kubeconfig={self.kubeconfig}",
             f"--config={STAGES_FILE}",
+            f"--config={SERVED_POD_STAGES if self.serve_pods else PRETEND_POD_STAGES}",
             "--manage-all-nodes=true",
             "--node-ip=127.0.0.1",
             f"--node-port={port}",
+            # kwok serves HTTP and HTTPS (a self-signed certificate, which the API server does not
+            # check) on one port: the API server's pods/log and pods/portforward come here.
             f"--server-address=127.0.0.1:{port}",
-            "--cidr=10.244.0.1/16",
+            f"--cidr={self.pod_cidr}",
             "--node-lease-duration-seconds=40",
+            *(["--enable-crds=Logs,PortForward"] if self.serve_pods else []),
         ]
 
     # --- files ----------------------------------------------------------------------------
 
     def _write_kubeconfig(self) -> None:
-        assert self.pki is not None
+        pki = self._started_pki()
 
         def data(path: Path) -> str:
             return b64encode(path.read_bytes()).decode()
@@ -331,15 +395,15 @@ class ControlPlane:
             "clusters": [
                 {
                     "name": "kaito-sandbox",
-                    "cluster": {"server": self.server, "certificate-authority-data": data(self.pki.ca_cert)},
+                    "cluster": {"server": self.server, "certificate-authority-data": data(pki.ca_cert)},
                 }
             ],
             "users": [
                 {
                     "name": "kaito-admin",
                     "user": {
-                        "client-certificate-data": data(self.pki.admin_cert),
-                        "client-key-data": data(self.pki.admin_key),
+                        "client-certificate-data": data(pki.admin_cert),
+                        "client-key-data": data(pki.admin_key),
                     },
                 }
             ],
@@ -369,6 +433,20 @@ def http_probe(url: str, context: ssl.SSLContext | None = None) -> Callable[[], 
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError, ssl.SSLError):
             return False
+
+    return probe
+
+
+def _established_probe(url: str, context: ssl.SSLContext) -> Callable[[], bool]:
+    """A readiness check: True once the CRD at ``url`` has condition Established=True."""
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                conditions = json.loads(response.read()).get("status", {}).get("conditions") or []
+        except (urllib.error.URLError, OSError, ssl.SSLError, ValueError):
+            return False
+        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
     return probe
 

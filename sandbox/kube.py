@@ -51,9 +51,10 @@ def load_manifests(path: Path) -> list[dict[str, Any]]:
 
 
 async def apply_objects(
-    api: client.ApiClient, objects: Iterable[dict[str, Any]], namespace: str = "default"
+    api: client.ApiClient, objects: Iterable[dict[str, Any]], namespace: str = "default", *, dry_run: bool = False
 ) -> list[dict[str, Any]]:
-    """Server-side apply each object (namespaced ones default to ``namespace``); return what was stored."""
+    """Server-side apply each object (namespaced ones default to ``namespace``); return what was stored
+    (``dry_run``: what would be, validated and admitted by the API server but not stored)."""
     applied = []
     async with DynamicClient(api) as dynamic:
         for obj in objects:
@@ -68,6 +69,7 @@ async def apply_objects(
                     name=obj["metadata"]["name"],
                     field_manager=FIELD_MANAGER,
                     force_conflicts=True,
+                    dry_run="All" if dry_run else None,
                     _request_timeout=REQUEST_TIMEOUT,
                     **kwargs,
                 )

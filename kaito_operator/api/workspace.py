@@ -95,12 +95,16 @@ class PresetOptions(KubeModel):
 
 
 class PresetSpec(KubeModel):
-    name: PresetName = Field(description="The preset model to serve, e.g. falcon-7b. Immutable.")
-    access_mode: Literal["public", "private"] = Field(
+    # A plain string, not an enum: the webhook answers an unknown name with Kaito's message.
+    name: str = Field(
+        description=f"The preset model to serve, one of {', '.join(PRESET_NAMES)} (case-insensitive). Immutable."
+    )
+    access_mode: Literal["public", "private", ""] = Field(
         default="public",
         description=(
             "public: the project's published image for the preset. private: the image in "
-            "presetOptions.image (for gated models such as llama-2 that users build themselves)."
+            "presetOptions.image (for gated models such as llama-2 that users build themselves). "
+            "An empty value means public."
         ),
     )
     preset_options: PresetOptions | None = Field(

@@ -286,7 +286,8 @@ _ALL: Final = [
 ]
 
 PRESETS: Final[dict[str, Preset]] = {p.name: p for p in _ALL}
-assert tuple(PRESETS) == PRESET_NAMES, "the catalogue and the Workspace API must list the same presets"
+if tuple(PRESETS) != PRESET_NAMES:
+    raise RuntimeError(f"the catalogue lists {tuple(PRESETS)} but the Workspace API allows {PRESET_NAMES}")
 
 
 def get(name: str) -> Preset:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kaito_operator.presets.catalog import Preset
-from kaito_operator.vm_sizes import SKUS, lookup
+from kaito_operator.vm_sizes import SKUS, GpuSku, lookup
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,13 @@ def check_fit(preset: Preset, instance_type: str, count: int) -> list[FitProblem
     sku = lookup(instance_type)
     if sku is None:
         return []
+    return check_sku_fit(preset, sku, count, instance_type)
+
+
+def check_sku_fit(preset: Preset, sku: GpuSku, count: int, instance_type: str | None = None) -> list[FitProblem]:
+    """The GPU checks of :func:`check_fit` on a known SKU record; messages name ``instance_type`` as
+    the user spelled it (default: the record's name)."""
+    instance_type = instance_type or sku.name
     field = "resource.instanceType"
     problems = []
     if sku.gpu_count < preset.min_gpu_count:

@@ -1,6 +1,6 @@
 """A small asyncio controller runtime on kubernetes-asyncio, shared by every controller of kaito-py.
 
-Layers (imports only point down): ``clock``, ``errors``, ``kinds``, ``metrics`` → ``client``
+Layers (imports only point down): ``clock``, ``errors``, ``kinds``, ``metrics``, ``drift`` → ``client``
 (generic REST on dicts, timeouts, QPS) → ``queue``, ``informer``, ``events``, ``tasks`` →
 ``controller`` → ``manager``. Nothing here knows about Workspaces or Azure.
 
@@ -13,8 +13,11 @@ How to write a controller with it
    manager, ``client.create`` / ``patch`` / ``delete``), and write status through the status
    subresource. Never sleep or poll inside reconcile: return ``Result(requeue_after=seconds)`` to
    look again later, or rely on a watch event. Raise ``TransientError`` (retried with backoff, or
-   after ``retry_after``) or ``PermanentError`` (not retried; report it on the object first).
-   ``ApiError`` from the client is already classified. Running reconcile twice must do nothing new.
+   after ``retry_after``) or ``PermanentError`` (not retried with backoff; report it on the object
+   first; its ``retry_after`` asks for one slow look later). ``ApiError`` from the client is already
+   classified (``transient``; ``refused`` for 400/403/422, which the same request will meet again).
+   ``drift.find_drift`` / ``restore_patch`` compare a child's live object with your intent and put
+   back only what someone changed. Running reconcile twice must do nothing new.
 
 2. **Wire it** from a controller factory that receives the shared ``Manager`` (the application's
    composition root, ``kaito.operator.build_operator``, calls the factories). A generic example,

@@ -3,8 +3,8 @@
 Why not the generated API classes: they differ between core and custom resources, return models
 for one and dicts for the other, default custom-object patches to a content type the API server
 rejects, and have no timeouts by default. This client speaks JSON dicts for every resource, puts a
-timeout on every call, limits the request rate (QPS with a burst), counts requests by verb in the
-runtime metrics, and turns every failure into an ``ApiError`` (see errors.py). Authentication,
+timeout on every call, limits the request rate (QPS with a burst), counts requests by verb and
+resource in the runtime metrics, and turns every failure into an ``ApiError`` (see errors.py). Authentication,
 TLS and token refresh stay with the ``ApiClient`` and its ``Configuration``.
 """
 
@@ -97,6 +97,7 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
         client_timeout: aiohttp.ClientTimeout | None = None,
+        subresource: str = "",
     ) -> Any:
         """Send one request; returns the raw aiohttp response (status already checked)."""
         await self._limiter.acquire()
@@ -123,7 +124,7 @@ class KubeClient:
         except (aiohttp.ClientError, TimeoutError) as error:
             raise ApiError(0, type(error).__name__, str(error) or "no response", verb=verb, path=path) from error
         finally:
-            self._metrics.api_requests.labels(verb, kind.plural, code).inc()
+            self._metrics.api_requests.labels(verb, kind.group, kind.plural, subresource, code).inc()
 
     async def _call(
         self,
@@ -135,11 +136,14 @@ class KubeClient:
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        subresource: str = "",
     ) -> dict[str, Any]:
         # The aiohttp timeout covers connect and read; the outer one also bounds auth refresh.
         try:
             async with asyncio.timeout(self._timeout + 5):
-                response = await self._send(verb, method, kind, path, query=query, body=body, content_type=content_type)
+                response = await self._send(
+                    verb, method, kind, path, query=query, body=body, content_type=content_type, subresource=subresource
+                )
                 try:
                     data = await response.read()
                 finally:
@@ -246,9 +250,20 @@ class KubeClient:
             response.close()
 
     # --- writes ------------------------------------------------------------------------------------
-    async def create(self, kind: ResourceKind, obj: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, kind: ResourceKind, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """POST ``obj``; ``dry_run``: the server validates and admits it (admission included) but stores nothing."""
         namespace = (obj.get("metadata") or {}).get("namespace")
-        return await self._call("create", "POST", kind, kind.path(namespace), body=obj)
+        query = [("dryRun", "All")] if dry_run else None
+        return await self._call("create", "POST", kind, kind.path(namespace), query=query, body=obj)
+
+    async def create_subresource(
+        self, kind: ResourceKind, name: str, subresource: str, body: dict[str, Any], namespace: str | None = None
+    ) -> dict[str, Any]:
+        """POST to a subresource, e.g. a Pod's ``eviction`` (a policy/v1 Eviction, which the API server
+        refuses with 429 while a PodDisruptionBudget forbids it)."""
+        return await self._call(
+            "create", "POST", kind, kind.path(namespace, name, subresource), body=body, subresource=subresource
+        )
 
     async def replace(self, kind: ResourceKind, obj: dict[str, Any]) -> dict[str, Any]:
         """PUT the whole object; with metadata.resourceVersion set, a concurrent change is a 409."""
@@ -263,13 +278,24 @@ class KubeClient:
         field_manager: str,
         subresource: str | None = None,
         force: bool = True,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
-        """Server-side apply: ``obj`` is the full intent of ``field_manager`` for this object."""
+        """Server-side apply: ``obj`` is the full intent of ``field_manager`` for this object.
+        ``dry_run``: validate and default it (admission included) without storing anything."""
         meta = obj["metadata"]
         path = kind.path(meta.get("namespace"), meta["name"], subresource)
         query = [("fieldManager", field_manager), ("force", "true" if force else "false")]
+        if dry_run:
+            query.append(("dryRun", "All"))
         return await self._call(
-            "apply", "PATCH", kind, path, query=query, body=obj, content_type=_CONTENT_TYPES["apply"]
+            "apply",
+            "PATCH",
+            kind,
+            path,
+            query=query,
+            body=obj,
+            content_type=_CONTENT_TYPES["apply"],
+            subresource=subresource or "",
         )
 
     async def patch(
@@ -292,6 +318,7 @@ class KubeClient:
             query=query,
             body=patch,
             content_type=_CONTENT_TYPES[patch_type],
+            subresource=subresource or "",
         )
 
     async def delete(

@@ -5,8 +5,9 @@ informer caches, makes it right, and returns a ``Result``. The loop here does th
 - success → the key's backoff is reset; ``Result(requeue_after=s)`` looks again in ``s`` seconds;
 - ``TransientError`` / transient ``ApiError`` / any unexpected exception → retry with per-key
   exponential backoff (or the server's Retry-After);
-- ``PermanentError`` → logged, no retry: the reconciler has put it in a condition and an Event,
-  and the next change to a watched object brings the key back;
+- ``PermanentError`` → logged, no backoff retry: the reconciler has put it in a condition and an
+  Event, and the next change to a watched object brings the key back (or its ``retry_after``, a
+  single slow look for causes no watch shows);
 - each reconcile has a time limit (a stuck API call or bug cannot take a worker for ever).
 ``concurrency`` workers run in parallel across keys; the queue guarantees one reconcile per key.
 """
@@ -134,7 +135,18 @@ class Controller:
             outcome = "permanent_error"
             self._metrics.reconcile_errors.labels(self.name, "permanent").inc()
             self.queue.forget(key)
-            log.warning("%s %s: %s (not retried)", self.name, key, error, extra={"key": str(key)})
+            if error.retry_after is not None:
+                self.queue.add_after(key, error.retry_after)
+                log.warning(
+                    "%s %s: %s (looking again in %.0fs)",
+                    self.name,
+                    key,
+                    error,
+                    error.retry_after,
+                    extra={"key": str(key)},
+                )
+            else:
+                log.warning("%s %s: %s (not retried)", self.name, key, error, extra={"key": str(key)})
         except (TransientError, ApiError, TimeoutError) as error:
             outcome = "error"
             retry_after = getattr(error, "retry_after", None)

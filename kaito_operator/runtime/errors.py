@@ -4,13 +4,16 @@
   queue retries the key with exponential backoff, or after ``retry_after`` when the server said so.
 - ``PermanentError``: retrying cannot help until something else changes (invalid spec, quota, a
   preset that does not fit). The reconciler has already reported it (condition + Event); the loop
-  logs it and does *not* requeue, so there is no hot loop. A watch event on the object (the user
-  fixing it) brings the key back.
+  logs it and does *not* retry with backoff, so there is no hot loop. A watch event on the object
+  (the user fixing it) brings the key back; ``retry_after`` (seconds) asks for one slow look later,
+  for causes that can go away without an event on a watched object (RBAC, an admission policy).
 - ``ApiError``: an HTTP error from the API server, translated once at the client edge. It is
   neither of the two: ``transient`` says whether its status code is worth retrying, and it carries
   the status ``reason`` ("NotFound", "AlreadyExists", "Conflict", ...) so callers can test
   ``not_found`` etc. The loop retries every ApiError with backoff (a non-transient one counts as
   "unexpected"); a reconciler that knows a refusal is final reports it and raises PermanentError.
+  ``refused`` marks the answers that say the request itself is unacceptable (400, 403, 422): the
+  same request gets the same answer until someone changes a policy, a quota or the object.
 """
 
 from __future__ import annotations
@@ -37,10 +40,19 @@ class TransientError(ReconcileError):
 
 
 class PermanentError(ReconcileError):
-    """Do not retry; already reported to the user on the object."""
+    """Do not retry with backoff; already reported to the user on the object.
+
+    ``retry_after`` (seconds): look once more after this long (the loop's backoff is not used),
+    for a cause that may change unseen; None: only a watch event brings the key back.
+    """
+
+    def __init__(self, message: str, *, reason: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after
 
 
 _TRANSIENT_STATUSES = frozenset({0, 408, 409, 410, 429, 500, 502, 503, 504})
+_REFUSED_STATUSES = frozenset({400, 403, 422})
 
 
 class ApiError(ReconcileError):
@@ -101,6 +113,12 @@ class ApiError(ReconcileError):
     @property
     def transient(self) -> bool:
         return self.status in _TRANSIENT_STATUSES
+
+    @property
+    def refused(self) -> bool:
+        """Bad request, forbidden (RBAC, an admission policy, a quota) or invalid: sending the same
+        request again gets the same answer until something else changes."""
+        return self.status in _REFUSED_STATUSES
 
 
 def is_transient(error: BaseException) -> bool:

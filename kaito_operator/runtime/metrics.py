@@ -45,8 +45,9 @@ class RuntimeMetrics:
         )
         self.api_requests = Counter(
             "kaito_api_requests_total",
-            "Requests to the Kubernetes API server, by verb, resource and HTTP status code.",
-            ["verb", "resource", "code"],
+            "Requests to the Kubernetes API server, by verb, API group, resource, subresource and HTTP status "
+            "code (verb is the client's: apply is a server-side apply, authorized as patch).",
+            ["verb", "group", "resource", "subresource", "code"],
             registry=self.registry,
         )
         self.watch_restarts = Counter(
@@ -64,4 +65,16 @@ class RuntimeMetrics:
                 if sample.name.endswith("_total"):
                     verb = sample.labels["verb"]
                     totals[verb] = totals.get(verb, 0) + int(sample.value)
+        return totals
+
+    def api_requests_by_resource(self) -> dict[tuple[str, str, str, str], int]:
+        """Total API requests per (verb, group, resource, subresource), summed over codes: what the
+        process asked the API server for, to compare with the RBAC it is granted."""
+        totals: dict[tuple[str, str, str, str], int] = {}
+        for family in self.api_requests.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    labels = sample.labels
+                    key = (labels["verb"], labels["group"], labels["resource"], labels["subresource"])
+                    totals[key] = totals.get(key, 0) + int(sample.value)
         return totals

@@ -7,14 +7,20 @@ One reconcile, level-triggered and idempotent:
 2. Add our finalizer (only ours; others' are never touched).
 3. A preset that cannot fit the instance type is a permanent problem: conditions + a Warning
    Event, no Machines, no retry until the Workspace changes.
-4. Choose nodes from the Node cache; for the shortfall, create Machines concurrently under
-   deterministic names (a restart finds them instead of making more). Their readiness arrives by
-   watch; a Machine that reports failure fails ``ResourceReady`` with its reason and message.
+4. Choose nodes from the Node cache (not those of Machines being deleted); for the shortfall,
+   create Machines concurrently under deterministic names (a restart finds them instead of making
+   more). A Machine deleted or being deleted (by anyone: a user, the provisioner's liveness
+   timeout) is replaced at once by the lowest free name; a terminating one keeps its name taken.
+   Readiness arrives by watch; a Machine that reports failure stays (its provisioner re-checks it)
+   and fails ``ResourceReady`` with its reason and message.
 5. Apply the Service always and the Deployment once the nodes are ready (or when it already
-   exists), both by server-side apply and only when the rendered manifest changed.
+   exists), by server-side apply when the rendered intent changed; otherwise compare the live
+   object with the intent (runtime/drift.py) and patch back only the fields someone changed.
 6. Compute every condition from what was observed (status.py) and write the status subresource
    only when something changed; a phase transition is also a Kubernetes Event.
-Nothing here waits: everything that takes time is a watched object.
+A write the API server refuses (403 Forbidden, 422 Invalid: RBAC, an admission policy, a quota)
+becomes a False condition with the server's message, looked at again after ``refused_retry``
+seconds, not retried with backoff. Nothing here waits: everything that takes time is a watched object.
 """
 
 from __future__ import annotations
@@ -28,17 +34,17 @@ from pydantic import ValidationError
 from kaito_operator.api import constants as c
 from kaito_operator.api.kinds import MACHINE, WORKSPACE
 from kaito_operator.api.workspace import Workspace
-from kaito_operator.presets import catalog
-from kaito_operator.presets.fit import check_fit
 from kaito_operator.runtime.client import KubeClient
 from kaito_operator.runtime.clock import Clock
 from kaito_operator.runtime.controller import Controller, Result
+from kaito_operator.runtime.drift import find_drift, restore_patch
 from kaito_operator.runtime.errors import ApiError, PermanentError, TransientError
 from kaito_operator.runtime.events import EventRecorder
 from kaito_operator.runtime.informer import Informer, WatchEvent
 from kaito_operator.runtime.kinds import DEPLOYMENT, NODE, SERVICE, ObjectKey, ResourceKind, key_of
 from kaito_operator.runtime.manager import Manager
 from kaito_operator.runtime.mapping import Mapper, map_by_labels, map_to_owner
+from kaito_operator.workspace.dry_run import dry_run_workload
 from kaito_operator.workspace.machines import MachineState, machine_state, render_machine
 from kaito_operator.workspace.names import FIELD_MANAGER, machine_names, workload_name
 from kaito_operator.workspace.nodes import is_candidate, node_is_ready, node_labels, node_name, select_nodes
@@ -54,6 +60,7 @@ from kaito_operator.workspace.status import (
     status_changed,
     transitions,
 )
+from kaito_operator.workspace.validation import Limits, describe, validate_create
 from kaito_operator.workspace.workload import RenderOptions, render_workload, rendered_hash
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,8 @@ PHASE_CONDITIONS: Final = frozenset(
     {c.COND_RESOURCE_READY, c.COND_INFERENCE_READY, c.COND_WORKSPACE_READY, c.COND_WORKSPACE_DELETING}
 )
 """Conditions whose change to True (Normal) or False (Warning) is announced as an Event."""
+REFUSED_RETRY_SECONDS: Final = 300.0
+"""How long a refused write (403, 422) waits before it is tried again, unless something changes."""
 
 
 def _machine_index(machine: dict[str, Any]) -> list[str]:
@@ -87,6 +96,12 @@ def _invalid(error: ApiError) -> bool:
     return error.status in (400, 422) and error.reason in ("Invalid", "BadRequest")
 
 
+def _machine_workspace(machine: dict[str, Any]) -> ObjectKey | None:
+    labels = node_labels(machine)
+    name, namespace = labels.get(c.LABEL_WORKSPACE), labels.get(c.LABEL_WORKSPACE_NAMESPACE)
+    return ObjectKey(namespace, name) if name and namespace else None
+
+
 class WorkspaceReconciler:
     def __init__(
         self,
@@ -100,8 +115,11 @@ class WorkspaceReconciler:
         recorder: EventRecorder,
         clock: Clock,
         options: RenderOptions,
+        limits: Limits | None = None,
+        refused_retry: float = REFUSED_RETRY_SECONDS,
     ) -> None:
         self._client = client
+        self._limits = limits or Limits()
         self._workspaces = workspaces
         self._machines = machines
         self._nodes = nodes
@@ -110,10 +128,18 @@ class WorkspaceReconciler:
         self._recorder = recorder
         self._clock = clock
         self._options = options
+        self._refused_retry = refused_retry
         machines.add_indexer(MACHINES_BY_WORKSPACE, _machine_index)
-        # Machines we created that the cache has not shown yet, so a reconcile woken before their
-        # watch event neither recreates them nor forgets to delete them.
+        # Machines we are creating or created that the cache has not shown yet, so a reconcile
+        # woken before their watch event neither recreates them nor forgets to delete them. Any
+        # event about a name (added, changed, deleted) hands it over to the cache.
         self._created: dict[ObjectKey, set[str]] = {}
+        machines.add_handler(self._machine_seen)
+
+    def _machine_seen(self, event: WatchEvent) -> None:
+        key = _machine_workspace(event.obj)
+        if key is not None and key in self._created:
+            self._created[key].discard(_meta(event.obj).get("name") or "")
 
     # --- entry point -------------------------------------------------------------------------------
     async def reconcile(self, key: ObjectKey) -> Result:
@@ -127,6 +153,11 @@ class WorkspaceReconciler:
         try:
             workspace = Workspace.model_validate(obj)
         except ValidationError as error:
+            # Admitted while the webhook was down: say why on the object, as the webhook would have.
+            problem = self._spec_problem(obj) or f"the workspace cannot be read: {error}"
+            await self._write_status(
+                obj, Observation(generation=self._generation(obj), count=0, spec_problem=problem), []
+            )
             raise PermanentError(f"workspace {key} cannot be read: {error}") from error
         if c.WORKSPACE_FINALIZER not in (_meta(obj).get("finalizers") or []):
             obj = await self._add_finalizer(key, obj)
@@ -199,20 +230,25 @@ class WorkspaceReconciler:
     async def _sync(self, key: ObjectKey, obj: dict[str, Any], workspace: Workspace) -> Result:
         generation = self._generation(obj)
         count = workspace.resource.count
-        problem = self._spec_problem(workspace)
+        problem = self._spec_problem(obj)
+        machines = [machine_state(m) for m in self._machines_of(key)]
+        # The node of a Machine being deleted is about to go: replace it now, not once it is gone.
+        leaving = {m.node_name for m in machines if m.deleting and m.node_name}
+        selected = select_nodes((n for n in self._nodes.store.list() if node_name(n) not in leaving), workspace)
+        if problem is None and len(selected) < count and not machines:
+            problem = await self._template_problem(key, workspace)
         if problem is not None:
             await self._write_status(obj, Observation(generation=generation, count=count, spec_problem=problem), [])
             raise PermanentError(problem)
 
-        selected = select_nodes(self._nodes.store.list(), workspace)
-        machines = [machine_state(m) for m in self._machines_of(key)]
         errors: list[ApiError] = []
+        refusals: list[ApiError] = []  # retrying the same write cannot help: a slow look, no backoff
         resource_error: str | None = None
         if len(selected) < count:
             try:
                 await self._ensure_machines(key, obj, workspace, selected, machines)
             except ApiError as error:
-                errors.append(error)
+                (refusals if error.refused else errors).append(error)
                 resource_error = f"creating machines: {error.api_message or error}"
 
         inference_error: str | None = None
@@ -220,7 +256,7 @@ class WorkspaceReconciler:
         try:
             await self._ensure_child(SERVICE, self._services, render_service(workspace), workspace)
         except ApiError as error:
-            errors.append(error)
+            (refusals if error.refused else errors).append(error)
             inference_error = f"applying service: {error.api_message or error}"
         if unprotected_public_endpoint(workspace):
             await self._recorder.warning(obj, "PublicEndpointWithoutAPIKey", PUBLIC_WITHOUT_KEY_MESSAGE)
@@ -237,9 +273,10 @@ class WorkspaceReconciler:
                 current = await self._ensure_child(DEPLOYMENT, self._deployments, desired, workspace) or current
             except ApiError as error:
                 if _invalid(error):
+                    refusals.append(error)
                     inference_failure = f"the workload was rejected: {error.api_message}"
                 else:
-                    errors.append(error)
+                    (refusals if error.refused else errors).append(error)
                     inference_error = f"applying workload: {error.api_message or error}"
 
         observation = Observation(
@@ -256,16 +293,27 @@ class WorkspaceReconciler:
         if errors:
             first = errors[0]
             raise TransientError(str(first), retry_after=first.retry_after)
+        if refusals:
+            raise PermanentError(str(refusals[0]), reason=refusals[0].reason, retry_after=self._refused_retry)
         if inference_failure is not None:
             raise PermanentError(inference_failure)
         return Result()
 
-    def _spec_problem(self, workspace: Workspace) -> str | None:
-        preset = workspace.inference.preset
-        if preset is None:
+    def _spec_problem(self, obj: dict[str, Any]) -> str | None:
+        """The admission rules (validation.py), so what slipped past the webhook fails the same way."""
+        return describe(validate_create(obj, self._limits)) or None
+
+    async def _template_problem(self, key: ObjectKey, workspace: Workspace) -> str | None:
+        """Before the first Machine of a custom template: would its Deployment be accepted at all?"""
+        if workspace.inference.template is None:
             return None
-        problems = check_fit(catalog.get(preset.name), workspace.resource.instance_type, workspace.resource.count)
-        return "; ".join(p.message for p in problems) or None
+        if self._deployments.store.get(ObjectKey(key.namespace, workload_name(key.name))) is not None:
+            return None
+        try:
+            problem = await dry_run_workload(self._client, workspace, self._options)
+        except ValueError as error:
+            return f"cannot render the workload: {error}"
+        return str(problem) if problem is not None else None
 
     async def _ensure_machines(
         self,
@@ -282,12 +330,15 @@ class WorkspaceReconciler:
         shortfall = workspace.resource.count - len(selected) - len(in_flight) - len(created)
         if shortfall <= 0:
             return
+        # Names of Machines still terminating stay taken: a new Machine never shares a name (and an
+        # agent pool) with one whose deletion is still running.
         names = machine_names(_meta(obj)["uid"], shortfall, taken=cached_names | created)
+        created.update(names)  # before the create: its watch event may arrive before the answer
         results = await asyncio.gather(
             *(self._create_machine(workspace, name) for name in names), return_exceptions=True
         )
         made = [name for name, result in zip(names, results, strict=True) if not isinstance(result, BaseException)]
-        created.update(made)
+        created.difference_update(set(names) - set(made))
         if made:
             await self._recorder.normal(obj, "CreateMachine", f"creating {len(made)} machines: {', '.join(made)}")
         for result in results:
@@ -304,18 +355,39 @@ class WorkspaceReconciler:
     async def _ensure_child(
         self, kind: ResourceKind, informer: Informer, desired: dict[str, Any], workspace: Workspace
     ) -> dict[str, Any] | None:
-        """Server-side apply ``desired`` unless the cached object already is exactly it."""
+        """Make the live child hold ``desired``; returns what was written, None when nothing was.
+
+        A new intent (no object, another rendered hash, another owner) is server-side applied. The
+        same intent is compared with the live object: fields someone changed (``kubectl scale``,
+        an edited port) are patched back, fields we do not write (a user's annotation) are left
+        alone, and an object that holds our intent costs no request at all.
+        """
         meta = desired["metadata"]
         current = informer.store.get(ObjectKey(meta["namespace"], meta["name"]))
         if (
-            current is not None
-            and rendered_hash(current) == rendered_hash(desired)
-            and _owned_by(current, workspace.metadata["uid"])
+            current is None
+            or rendered_hash(current) != rendered_hash(desired)
+            or not _owned_by(current, workspace.metadata["uid"])
         ):
+            applied = await self._client.apply(kind, desired, field_manager=FIELD_MANAGER)
+            informer.write_through(applied)
+            return applied
+        differences = find_drift(desired, current)
+        if not differences:
             return None
-        applied = await self._client.apply(kind, desired, field_manager=FIELD_MANAGER)
-        informer.write_through(applied)
-        return applied
+        log.info(
+            "%s %s/%s drifted at %s; restoring",
+            kind.kind,
+            meta["namespace"],
+            meta["name"],
+            ", ".join(d.pointer for d in differences),
+        )
+        patch = restore_patch(differences, _meta(current).get("resourceVersion") or "")
+        restored = await self._client.patch(
+            kind, meta["name"], patch, namespace=meta["namespace"], patch_type="json", field_manager=FIELD_MANAGER
+        )
+        informer.write_through(restored)
+        return restored
 
     @staticmethod
     def _workload_view(deployment: dict[str, Any] | None, desired_hash: str | None) -> dict[str, Any]:
@@ -415,8 +487,10 @@ def workspace_controller(
     *,
     recorder: EventRecorder,
     options: RenderOptions,
+    limits: Limits | None = None,
     concurrency: int | None = None,
     reconcile_timeout: float = 120.0,
+    refused_retry: float = REFUSED_RETRY_SECONDS,
 ) -> Controller:
     """Build the workspace controller on the manager's shared informers and register it."""
     workspaces = manager.informer(WORKSPACE)
@@ -434,6 +508,8 @@ def workspace_controller(
         recorder=recorder,
         clock=manager.clock,
         options=options,
+        limits=limits,
+        refused_retry=refused_retry,
     )
     controller = manager.controller(
         CONTROLLER_NAME, reconciler, concurrency=concurrency, reconcile_timeout=reconcile_timeout

@@ -109,17 +109,15 @@ def _resource_conditions(obs: Observation) -> tuple[ConditionValue, ConditionVal
             ConditionValue(c.COND_MACHINE_READY, "True", REASON_MACHINE_SUCCESS, MESSAGE_MACHINE_SUCCESS),
             ConditionValue(c.COND_RESOURCE_READY, "True", REASON_RESOURCE_SUCCESS, MESSAGE_RESOURCE_SUCCESS),
         )
-    failed = sorted((m for m in obs.machines if m.failure is not None and not m.deleting), key=lambda m: m.name)
+    failed = sorted((m.name, m.failure) for m in obs.machines if m.failure is not None and not m.deleting)
     if failed:
-        machine = failed[0]
-        assert machine.failure is not None
-        reason, message = machine.failure
+        name, (reason, message) = failed[0]
         return (
             ConditionValue(
                 c.COND_MACHINE_READY,
                 "False",
                 REASON_MACHINE_STATUS_FAILED,
-                f"machine {machine.name} failed: {reason}: {message}",
+                f"machine {name} failed: {reason}: {message}",
             ),
             ConditionValue(c.COND_RESOURCE_READY, "False", sanitize_reason(reason), message or reason),
         )

@@ -169,7 +169,8 @@ def preset_image(workspace: Workspace, preset: Preset, options: RenderOptions) -
 
 def preset_pod_spec(workspace: Workspace, options: RenderOptions) -> dict[str, Any]:
     spec = workspace.inference.preset
-    assert spec is not None, "preset_pod_spec needs a preset workspace"
+    if spec is None:
+        raise ValueError(f"workspace {workspace.metadata['name']} has no inference.preset to render a pod from")
     preset = catalog.get(spec.name)
     runtime = (workspace.metadata.get("annotations") or {}).get(c.ANNOTATION_RUNTIME)
     container: dict[str, Any] = {

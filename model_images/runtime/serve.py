@@ -166,6 +166,6 @@ def main(args: argparse.Namespace) -> int:
 def tiny_model_main(args: argparse.Namespace) -> int:
     from model_images.runtime.tiny_model import write_tiny_model
 
-    path = write_tiny_model(args.directory, seed=args.seed)
+    path = write_tiny_model(args.directory, seed=args.seed, max_position_embeddings=args.max_position_embeddings)
     print(f"wrote a tiny Llama model to {path}")
     return 0

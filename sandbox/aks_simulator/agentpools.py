@@ -361,7 +361,7 @@ class SimulatedCluster:
             return
         if self.registrar is not None:
             try:
-                pool.node_names = [await self._register_node(pool)]
+                pool.node_names = [await self._register_node(self.registrar, pool)]
             except Exception as error:  # the simulated VM failed to join: report it as AKS would
                 log.exception("simulator: registering the node of pool %s failed", pool.name)
                 _fail(pool, operation, "VMExtensionProvisioningError", f"Node did not join: {error}")
@@ -369,8 +369,7 @@ class SimulatedCluster:
         pool.provisioning_state = "Succeeded"
         operation.finish("Succeeded")
 
-    async def _register_node(self, pool: AgentPoolRecord) -> str:
-        assert self.registrar is not None
+    async def _register_node(self, registrar: NodeRegistrar, pool: AgentPoolRecord) -> str:
         cfg = self.config
         node_name = f"{pool.vmss_name}000000"
         provider_id = (
@@ -378,7 +377,7 @@ class SimulatedCluster:
             f"{cfg.effective_node_resource_group.lower()}/providers/Microsoft.Compute/"
             f"virtualMachineScaleSets/{pool.vmss_name}/virtualMachines/0"
         )
-        await self.registrar.register(
+        await registrar.register(
             node_manifest(
                 node_name=node_name,
                 provider_id=provider_id,

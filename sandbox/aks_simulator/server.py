@@ -117,7 +117,8 @@ class AksSimulator:
         site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=self.tls.server_context())
         await site.start()
         server = site._server
-        assert server is not None and isinstance(server, asyncio.Server)
+        if not isinstance(server, asyncio.Server):  # aiohttp keeps its listening server private
+            raise RuntimeError(f"aiohttp's TCPSite has no asyncio.Server after start(): {server!r}")
         self.port = int(server.sockets[0].getsockname()[1])
         log.info("AKS simulator listening on %s", self.endpoint)
         return self
@@ -295,12 +296,12 @@ class AksSimulator:
                 await asyncio.sleep(fault.delay_s)
             raise ArmError(fault.status, fault.code, fault.message, retry_after=fault.retry_after)
         origin = f"{request.scheme}://{request.host}"
-        if route.target == "OPERATION":
-            assert route.operation_id is not None
+        if route.target == "OPERATION" and route.operation_id is not None:
             return self._operation_status(route.operation_id, route.operation_results, origin, api_version)
         if route.target == "LIST":
             return self._list(request)
-        assert route.pool is not None
+        if route.pool is None:  # _route gives every other ARM route its pool
+            raise RuntimeError(f"simulator route without an agent pool: {route}")
         if route.target == "GET":
             return _json(200, self.cluster.get(route.pool))
         if route.target == "PUT":
@@ -353,7 +354,8 @@ class AksSimulator:
         return _json(200, page)
 
     async def _token(self, request: web.Request, route: _Route) -> web.Response:
-        assert route.tenant is not None
+        if route.tenant is None:  # _route gives every TOKEN route its tenant
+            raise RuntimeError(f"simulator token route without a tenant: {route}")
         if request.method != "POST":
             return _json(405, {"error": "invalid_request", "error_description": "Use POST."})
         fault = self.cluster.take_fault("TOKEN", None)

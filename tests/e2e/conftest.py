@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_kit import EndToEnd
 
 from kaito_operator.api.kinds import WORKSPACE
 from kaito_operator.runtime import KubeClient
 from kaito_operator.testing import force_delete, force_delete_machines, plain_client
 from sandbox.aks_simulator import AksSimulator, SimulatorConfig
 from sandbox.controlplane import ControlPlane
+from tests.e2e.e2e_kit import EndToEnd
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ class EndToEnd:
 
     def azure(self, **overrides: str) -> AzureSettings:
         environment = self.simulator.operator_environment(self.simulator.write_federated_token(self.token_file))
-        return AzureSettings(**{**environment, **overrides})
+        return AzureSettings.model_validate({**environment, **overrides})
 
     @contextlib.asynccontextmanager
     async def operator(
@@ -103,6 +103,7 @@ class OperatorProcess:
             "KAITO_HEALTH_PORT": "0",
             "KAITO_METRICS_PORT": "0",
             "KAITO_BIND_ADDRESS": "127.0.0.1",
+            "KAITO_WEBHOOK_PORT": "0",  # served, not registered: these tests are about provisioning
             **settings,
         }
         self._log = log

@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e_kit import EndToEnd, OperatorProcess, falcon_7b
 
 from kaito_operator.api import constants as c
 from kaito_operator.api.kinds import WORKSPACE
 from kaito_operator.testing import eventually, is_true
+from tests.e2e.e2e_kit import EndToEnd, OperatorProcess, falcon_7b
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 

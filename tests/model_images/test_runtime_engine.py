@@ -160,14 +160,17 @@ def test_streamed_pieces_add_up_to_the_generated_text(tiny: LoadedModel) -> None
     assert pieces[0].startswith(" ") or not decoder.id_to_token(generated[0]).startswith("\u2581")
 
 
-async def test_a_crashed_engine_fails_its_requests_instead_of_leaving_them_waiting(tiny: LoadedModel) -> None:
+async def test_a_crashed_engine_fails_its_requests_instead_of_leaving_them_waiting(
+    tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = Engine(tiny.model, tiny.tokenizer, max_batch_size=3)
     await engine.start()
 
     def crash(*args: Any) -> None:
         raise RuntimeError("bug outside the model step")
 
-    engine._observe_step = crash  # type: ignore[method-assign]  # runs in the loop, outside the guarded step
+    # _observe_step runs in the loop, outside the guarded model step.
+    monkeypatch.setattr(engine, "_observe_step", crash)
     # Longer than one hand-off of decode steps, so the requests are still running when it crashes.
     handles = [engine.submit(request(tiny, "The", MAX_STEPS_PER_HANDOFF + 20)) for _ in range(2)]
     for handle in handles:

@@ -274,7 +274,8 @@ async def test_concurrent_requests_are_batched_and_finish_sooner(runtime_url: st
 
     async def one(prompt: str) -> int:
         response = await client.generate(prompt, max_new_tokens=24)
-        return response.details.generated_tokens
+        generated: int = response.details.generated_tokens
+        return generated
 
     started = time.perf_counter()
     sequential_tokens = [await one(prompt) for prompt in prompts]

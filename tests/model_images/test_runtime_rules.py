@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 
@@ -48,7 +49,7 @@ def check(stream: bool = False, inputs: str = "hi", **parameters: object) -> obj
         ({"grammar": {"type": "regex", "value": "a+"}}, "grammar is not supported"),
     ],
 )
-def test_invalid_parameters_get_tgi_messages(parameters: dict[str, object], message: str) -> None:
+def test_invalid_parameters_get_tgi_messages(parameters: dict[str, Any], message: str) -> None:
     with pytest.raises(RequestValidationError) as caught:
         check(**parameters)
     assert str(caught.value) == f"Input validation error: {message}"

@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from provisioner_helpers import FAST
 
 from gpu_provisioner.aks import AksCloudProvider
 from gpu_provisioner.settings import AzureSettings
 from sandbox.aks_simulator import AksSimulator, SimulatorConfig
+from tests.integration.provisioner.provisioner_helpers import FAST
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ async def simulator() -> AsyncIterator[AksSimulator]:
 @pytest.fixture
 def azure_settings(simulator: AksSimulator, tmp_path: Path) -> AzureSettings:
     token_file = simulator.write_federated_token(tmp_path / "federated-token")
-    return AzureSettings(**simulator.operator_environment(token_file))
+    return AzureSettings.model_validate(simulator.operator_environment(token_file))
 
 
 @pytest.fixture

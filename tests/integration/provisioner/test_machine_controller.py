@@ -7,7 +7,6 @@ label (its namespace's name) and the provisioner's machine selector.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import pickle
@@ -17,16 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from gpu_provisioner.lifecycle import ANNOTATION_OPERATION
+from gpu_provisioner.machine import ANNOTATION_OPERATION
 from gpu_provisioner.settings import AzureSettings, ProvisionerSettings
-from gpu_provisioner.setup import ProvisionerFactory
+from gpu_provisioner.setup import MACHINE_CONTROLLER, ProvisionerFactory
 from gpu_provisioner.testing import a_machine, fast_provisioner
-from kaito.testing import provisioner_operator, running_operator
+from kaito.testing import provisioner_operator, reconciled_again, running_operator
 from kaito_operator.api import constants as c
 from kaito_operator.api.kinds import MACHINE
-from kaito_operator.runtime import EVENT, NODE, KubeClient
+from kaito_operator.runtime import EVENT, NODE, POD, KubeClient
 from kaito_operator.testing import (
     condition,
     eventually,
@@ -145,7 +145,7 @@ async def test_quota_exceeded_is_reported_once_and_not_retried_until_the_machine
     kube, simulator = rig.kube, rig.simulator
     name = unique_name()
     simulator.add_fault(Fault.quota_exceeded(times=FOREVER))
-    async with rig.operator():
+    async with rig.operator() as running:
         await rig.create_machine(name)
         machine = await wait_for(kube, MACHINE, name, has_condition("Ready", "False", "LaunchFailed"))
         launched = condition(machine, c.COND_MACHINE_LAUNCHED)
@@ -160,9 +160,11 @@ async def test_quota_exceeded_is_reported_once_and_not_retried_until_the_machine
 
         assert await eventually(warned, what="a Warning Event") == ["QuotaExceeded"]
 
-        # An unrelated change wakes the controller; the same request is not sent again.
+        # An unrelated change wakes the controller; the same request is not sent again before the
+        # re-check interval.
+        before = running.reconciles(MACHINE_CONTROLLER)
         await kube.patch(MACHINE, name, {"metadata": {"annotations": {"touched": "yes"}}})
-        await asyncio.sleep(2)  # an observation window in which a retry storm would show
+        await reconciled_again(running.operator, MACHINE_CONTROLLER, before)
         assert len(simulator.requests_for("PUT", name)) == 1
 
         # A change to what is asked for is a new request: quota raised, the Machine provisions.
@@ -171,6 +173,18 @@ async def test_quota_exceeded_is_reported_once_and_not_retried_until_the_machine
         await wait_for(kube, MACHINE, name, has_condition("Ready", "True"), what="Machine Ready after the change")
         assert [r.status for r in simulator.requests_for("PUT", name)] == [400, 201]
         assert simulator.requests_for("PUT", name)[-1].body["properties"]["osDiskSizeGB"] == 130
+
+
+async def test_a_raised_quota_recovers_at_the_next_recheck_with_one_put(rig: Rig) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    name = unique_name()
+    simulator.add_fault(Fault.quota_exceeded(times=FOREVER))
+    async with rig.operator(fast_provisioner(rig.selector, launch_recheck_interval_s=3)):
+        await rig.create_machine(name)
+        await wait_for(kube, MACHINE, name, has_condition(c.COND_MACHINE_LAUNCHED, "False", "LaunchFailed"))
+        simulator.clear_faults()  # the quota is raised; nothing is deleted or changed on our side
+        await wait_for(kube, MACHINE, name, has_condition("Ready", "True"), what="Machine Ready after the re-check")
+    assert [r.status for r in simulator.requests_for("PUT", name)] == [400, 201]
 
 
 async def test_an_allocation_failure_in_the_operation_is_a_permanent_launch_failure(rig: Rig) -> None:
@@ -354,3 +368,100 @@ async def test_a_delete_token_the_sdk_cannot_read_is_forgotten_and_the_pool_stil
         await wait_for(kube, MACHINE, name, gone, what="Machine gone")
     assert name not in simulator.cluster.pools
     assert [r.status for r in simulator.requests_for("DELETE", name)] == [202]
+
+
+async def test_a_user_pool_named_like_the_machine_is_untouched_and_the_machine_says_why(rig: Rig) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    name = unique_name()
+    simulator.cluster.put(name, {"properties": {"vmSize": "Standard_D4s_v3", "nodeLabels": {"team": "mine"}}})
+    await eventually(lambda: _ready_pool(simulator, name), what="the user's pool and node")
+    (user_node,) = (await kube.list(NODE, label_selector=f"{c.LABEL_AKS_AGENTPOOL}={name}"))[0]
+    async with rig.operator() as running:
+        await rig.create_machine(name)
+        machine = await wait_for(kube, MACHINE, name, has_condition(c.COND_MACHINE_LAUNCHED, "False"))
+        launched = condition(machine, c.COND_MACHINE_LAUNCHED)
+        assert launched["reason"] == "AgentPoolNotOwned"
+        assert f"agent pool {name} exists and was not created by kaito" in launched["message"]
+
+        async def warned() -> bool | None:
+            return True if "AgentPoolNotOwned" in [e["reason"] for e in await warning_events(kube, name)] else None
+
+        await eventually(warned, what="a Warning Event AgentPoolNotOwned")
+        await kube.delete(MACHINE, name)
+        await wait_for(kube, MACHINE, name, gone, what="the Machine released")
+        assert len(running.machines.operations) == 0, "the per-UID memory is empty once the Machines are gone"
+    assert not simulator.requests_for("PUT", name) and not simulator.requests_for("DELETE", name)
+    assert simulator.cluster.pools[name].properties.get("tags") is None
+    node = await kube.get(NODE, user_node["metadata"]["name"])
+    assert not node["spec"].get("unschedulable") and not node["metadata"].get("deletionTimestamp")
+    await force_delete(kube, NODE, node["metadata"]["name"])
+
+
+async def _ready_pool(simulator: AksSimulator, name: str) -> bool | None:
+    pool = simulator.cluster.pools.get(name)
+    return True if pool is not None and pool.provisioning_state == "Succeeded" else None
+
+
+async def test_a_wrong_resource_group_is_a_clear_condition_and_keeps_the_finalizer(rig: Rig) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    name = unique_name()
+    async with rig.operator():
+        await rig.create_machine(name)
+        await wait_for(kube, MACHINE, name, has_condition("Ready", "True"), what="Machine Ready")
+    async with rig.operator(ARM_RESOURCE_GROUP="wrong-rg") as running:
+        machine = await wait_for(kube, MACHINE, name, has_condition("CloudProviderConfigured", "False"))
+        message = condition(machine, "CloudProviderConfigured")["message"]
+        assert "ResourceGroupNotFound" in message and "ARM_RESOURCE_GROUP" in message
+        assert running.factory.provisioner is not None and running.factory.provisioner.check is not None
+        assert "ResourceGroupNotFound" in (running.operator.readiness_problems() or [""])[-1]
+        async with aiohttp.ClientSession() as http:
+            readyz = f"http://127.0.0.1:{running.operator.health_port}/readyz"
+            async with http.get(readyz) as response:
+                assert response.status == 503 and "ResourceGroupNotFound" in await response.text()
+            async with http.get(readyz, params={"exclude": "azure-configuration"}) as response:
+                assert response.status == 200, await response.text()
+        before = running.reconciles(MACHINE_CONTROLLER)
+        await kube.delete(MACHINE, name)
+        await reconciled_again(running.operator, MACHINE_CONTROLLER, before)
+        machine = await kube.get(MACHINE, name)
+        assert c.MACHINE_FINALIZER in machine["metadata"]["finalizers"]
+    assert name in simulator.cluster.pools
+    async with rig.operator():  # the setting fixed: the deletion completes
+        await wait_for(kube, MACHINE, name, gone, what="Machine gone")
+    assert name not in simulator.cluster.pools
+
+
+async def test_a_node_with_a_pod_is_drained_before_it_is_deleted(rig: Rig, namespace: str) -> None:
+    kube, simulator = rig.kube, rig.simulator
+    name = unique_name()
+    async with rig.operator():
+        await rig.create_machine(name)
+        machine = await wait_for(kube, MACHINE, name, has_condition("Ready", "True"), what="Machine Ready")
+        node_name = machine["status"]["nodeName"]  # type: ignore[index]
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "inference", "namespace": namespace},
+            "spec": {
+                "nodeName": node_name,
+                "tolerations": [{"operator": "Exists"}],
+                "containers": [{"name": "c", "image": "registry.invalid/none"}],
+            },
+        }
+        await kube.create(POD, pod)
+        await kube.delete(MACHINE, name)
+        await wait_for(kube, POD, "inference", gone, namespace=namespace, what="the pod evicted", timeout=60)
+        await wait_for(kube, MACHINE, name, gone, what="Machine gone")
+    assert [r.status for r in simulator.requests_for("DELETE", name)] == [202]
+
+
+async def test_a_node_that_never_registers_gets_its_machine_deleted(rig: Rig, control_plane: ControlPlane) -> None:
+    kube = rig.kube
+    name = unique_name()
+    async with AksSimulator(SimulatorConfig(provisioning_delay_s=0.2, deletion_delay_s=0.1)) as no_nodes:
+        settings = fast_provisioner(rig.selector, registration_timeout_s=1)
+        async with provisioner_operator(rig.api, no_nodes, rig.token_file, settings):
+            await rig.create_machine(name)
+            await wait_for(kube, MACHINE, name, gone, what="the Machine deleted after the timeout", timeout=60)
+        assert "RegistrationTimeout" in [e["reason"] for e in await warning_events(kube, name)]
+        assert name not in no_nodes.cluster.pools, "its pool went with it"

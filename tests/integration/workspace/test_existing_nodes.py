@@ -7,7 +7,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from workspace_testkit import delete_workspace_and_wait, example_workspace
 
 from kaito.testing import running_operator
 from kaito_operator.api import constants as c
@@ -23,6 +22,7 @@ from kaito_operator.testing import (
     wait_for,
     wait_for_item,
 )
+from tests.integration.workspace.workspace_testkit import delete_workspace_and_wait, example_workspace
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 

@@ -6,13 +6,13 @@ import uuid
 from typing import Any
 
 import pytest
-from workspace_testkit import delete_workspace_and_wait, machines_of, preset_workspace
 
 from kaito.testing import running_operator
 from kaito_operator.api import constants as c
 from kaito_operator.api.kinds import WORKSPACE
 from kaito_operator.runtime import EVENT
 from kaito_operator.testing import condition, plain_client, wait_for, wait_for_item
+from tests.integration.workspace.workspace_testkit import delete_workspace_and_wait, machines_of, preset_workspace
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 
@@ -38,8 +38,9 @@ async def test_a_preset_that_does_not_fit_reports_why_and_creates_nothing(kube_a
         )
         resource = condition(failed, c.COND_RESOURCE_READY)
         assert resource["reason"] == "workspaceResourceStatusFailed"
+        # The admission rule's message, as the webhook would have answered (field first).
         assert resource["message"].startswith(
-            "Insufficient number of GPUs: Instance type Standard_NC6s_v3 provides 1 per node, "
+            "resource.instanceType: Insufficient number of GPUs: Instance type Standard_NC6s_v3 provides 1 per node, "
             "but preset falcon-40b requires at least 2 per node"
         )
         assert "Insufficient total GPU memory" in resource["message"]

@@ -14,7 +14,6 @@ import uuid
 from typing import Any
 
 import pytest
-from workspace_testkit import StandInProvisioner, delete_workspace_and_wait, machines_of, preset_workspace
 
 from kaito.operator import DEFAULT_CONTROLLERS
 from kaito.testing import running_operator
@@ -23,6 +22,12 @@ from kaito_operator.api.kinds import WORKSPACE
 from kaito_operator.runtime import DEPLOYMENT, EVENT, NODE, POD, SERVICE
 from kaito_operator.testing import condition, delete_quietly, is_true, plain_client, wait_for, wait_for_item
 from kaito_operator.workspace.names import AGENT_POOL_NAME, machine_name
+from tests.integration.workspace.workspace_testkit import (
+    StandInProvisioner,
+    delete_workspace_and_wait,
+    machines_of,
+    preset_workspace,
+)
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 

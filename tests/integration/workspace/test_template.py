@@ -6,13 +6,13 @@ import uuid
 from typing import Any
 
 import pytest
-from workspace_testkit import delete_workspace_and_wait
 
 from kaito.testing import running_operator
 from kaito_operator.api import constants as c
 from kaito_operator.api.kinds import WORKSPACE
 from kaito_operator.runtime import NODE, POD
 from kaito_operator.testing import delete_quietly, gpu_node, is_true, plain_client, wait_for
+from tests.integration.workspace.workspace_testkit import delete_workspace_and_wait
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 

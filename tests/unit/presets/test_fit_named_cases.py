@@ -29,6 +29,20 @@ def test_every_preset_fits_on_some_sku_with_one_node() -> None:
         ),
         ("llama-2-70b", "Standard_ND96asr_v4", 1, None),
         ("llama-2-70b", "Standard_NC24ads_A100_v4", 2, "has 80 per node"),
+        # A fractional A10: one sixth of a 24 GiB card is 4 GiB, and no number of such nodes adds up
+        # to one that holds falcon-7b's 15 GiB.
+        ("falcon-7b", "Standard_NV6ads_A10_v5", 1, "has a total of 4, but preset falcon-7b requires at least 15"),
+        ("falcon-7b", "Standard_NV6ads_A10_v5", 4, "has 4 per node, but preset falcon-7b needs 15 on each node"),
+        ("falcon-7b", "Standard_NV36ads_A10_v5", 1, None),  # the whole 24 GiB card
+        # 8-GPU ND sizes hold llama-2-70b (8 GPUs of at least 19 GiB, 152 GiB in all) on one node.
+        ("llama-2-70b", "Standard_ND40rs_v2", 1, None),  # 8 × V100 32 GB
+        ("llama-2-70b", "Standard_ND96isr_H100_v5", 1, None),  # 8 × H100 80 GB
+        (
+            "llama-2-70b",
+            "Standard_NC96ads_A100_v4",
+            2,
+            "provides 4 per node, but preset llama-2-70b requires at least 8 per node",
+        ),
     ],
 )
 def test_known_verdicts(preset: str, instance_type: str, count: int, fragment: str | None) -> None:

@@ -85,16 +85,32 @@ def test_a_cpu_size_is_labelled_cpu() -> None:
 
 
 def test_tags_mark_the_pool_as_ours_with_azure_safe_names() -> None:
-    tags = wire(a_machine())["properties"]["tags"]
+    machine = a_machine()
+    machine["metadata"]["uid"] = "0b5f3c1e-uid"
+    tags = wire(machine)["properties"]["tags"]
     assert tags == {
         "kaito-py-cluster": "kaito-cluster",
         "kaito-py-machine": "ws1a2b3c4d5",
+        "kaito-py-machine-uid": "0b5f3c1e-uid",
         "kaito-py-created-at": "2024-05-01T12:00:00Z",
     }
     assert not any(set(tag) & set("<>%&\\?/") for tag in tags)
     assert agentpool.is_ours(tags, "kaito-cluster")
     assert not agentpool.is_ours(tags, "another-cluster")
     assert agentpool.created_at(tags) == NOW
+
+
+def test_only_a_pool_tagged_for_this_cluster_and_this_machine_belongs_to_it() -> None:
+    ours = {"kaito-py-cluster": "c1", "kaito-py-machine": "gpu1"}
+    assert agentpool.belongs_to(ours, cluster_name="c1", machine_name="gpu1")
+    assert not agentpool.belongs_to(ours, cluster_name="c1", machine_name="gpu2")
+    assert not agentpool.belongs_to(ours, cluster_name="c2", machine_name="gpu1")
+    assert not agentpool.belongs_to({}, cluster_name="c1", machine_name="gpu1")  # the user's nodepool1
+    assert not agentpool.belongs_to({"kaito-py-machine": "gpu1"}, cluster_name="c1", machine_name="gpu1")
+    with_uid = {**ours, "kaito-py-machine-uid": "u1"}
+    assert not agentpool.made_for_another_machine(with_uid, "u1")
+    assert agentpool.made_for_another_machine(with_uid, "u2")
+    assert not agentpool.made_for_another_machine(ours, "u2")  # made before the UID tag existed
 
 
 @pytest.mark.parametrize(

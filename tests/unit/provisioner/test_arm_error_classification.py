@@ -82,3 +82,34 @@ def test_retry_after_is_carried() -> None:
 def test_the_sku_sentence_only_counts_for_a_generic_bad_request() -> None:
     # A specific code wins over the documented sentence; the sentence is only a fallback.
     assert type(classify(status=400, code="QuotaExceeded", message=SKU_MESSAGE)) is errors.QuotaExceeded
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("ResourceGroupNotFound", "Resource group 'wrong-rg' could not be found."),
+        ("SubscriptionNotFound", "The subscription 'x' could not be found."),
+        (
+            "ResourceNotFound",
+            "The Resource 'Microsoft.ContainerService/managedClusters/c' under resource group 'rg' was not found.",
+        ),
+        (
+            "ParentResourceNotFound",
+            "Can not perform requested operation on nested resource. Parent resource 'c' not found.",
+        ),
+        ("InvalidResourceType", "No route for GET /somewhere"),  # an unplaceable 404 is not "gone" either
+        (None, "Not Found"),
+    ],
+)
+def test_a_404_above_the_pool_is_a_configuration_error_never_not_found(code: str | None, message: str) -> None:
+    error = classify(status=404, code=code, message=message)
+    assert type(error) is errors.ConfigurationError
+    assert message in error.message and "check " in error.message
+
+
+def test_only_aks_own_not_found_means_the_pool_is_gone() -> None:
+    assert type(classify(status=404, code=None, message="Agent Pool not found: nodepool1")) is errors.NotFound
+
+
+def test_a_refused_identity_is_a_configuration_error_too() -> None:
+    assert isinstance(classify(status=403, code="AuthorizationFailed", message="m"), errors.ConfigurationError)

@@ -19,11 +19,12 @@ class _Store:
     def keys(self) -> list[Any]:
         return []  # no Machines: every pool of ours is an orphan
 
-    def list(self) -> list[dict[str, Any]]:
-        return []
-
     def by_index(self, index: str, value: str) -> list[dict[str, Any]]:
         return self._nodes_by_pool.get(value, [])
+
+    # Defined last: inside the class body the name `list` means this method.
+    def list(self) -> list[dict[str, Any]]:
+        return []
 
 
 class _Informer:
@@ -63,7 +64,7 @@ async def test_a_failing_node_delete_does_not_stop_the_sweep() -> None:
         client=cast(Any, _Kube()),
         machines=cast(Any, _Informer()),
         nodes=cast(Any, _Informer({"stuck1": [{"metadata": {"name": "aks-stuck1-1-vmss000000"}}]})),
-        cloud=cloud,
+        cloud=cast(Any, cloud),
         clock=FakeClock(datetime(2024, 1, 1, tzinfo=UTC)),
         settings=ProvisionerSettings(gc_interval_s=120),
         cluster_name="c",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_provisioner.lifecycle import initialization_problem
+from gpu_provisioner.machine.initialization import initialization_problem
 
 
 def a_node(

@@ -155,6 +155,36 @@ async def test_permanent_errors_are_not_retried(guard: TaskGuard) -> None:
     await controller.wait_stopped()
 
 
+async def test_a_permanent_error_with_retry_after_is_looked_at_once_after_it_without_backoff(
+    guard: TaskGuard,
+) -> None:
+    clock = FakeClock()
+    reconciler = ScriptedReconciler(
+        PermanentError("forbidden", retry_after=300), PermanentError("forbidden", retry_after=300), Result()
+    )
+    controller, metrics = make(reconciler, clock)
+    controller.start(guard)
+    controller.queue.add(A)
+    await until(lambda: len(reconciler.calls) == 1, "first")
+    await until(lambda: controller.queue.is_delayed(A), "slow look scheduled")
+    clock.step(299)
+    await asyncio.sleep(0)
+    assert len(reconciler.calls) == 1
+    clock.step(1)
+    await until(lambda: len(reconciler.calls) == 2, "second, after retry_after")
+    await until(lambda: controller.queue.is_delayed(A), "slow look scheduled again")
+    clock.step(299)  # the same interval again: no backoff growth, and no shorter one either
+    await asyncio.sleep(0)
+    assert len(reconciler.calls) == 2
+    clock.step(1)
+    await until(lambda: len(reconciler.calls) == 3, "third")
+    assert controller.queue.failures(A) == 0
+    assert count(metrics, "kaito_reconcile_errors_total", controller="test", kind="permanent") == 2
+    assert count(metrics, "kaito_workqueue_retries_total", controller="test") == 0
+    controller.shut_down()
+    await controller.wait_stopped()
+
+
 async def test_one_reconcile_per_key_but_keys_in_parallel(guard: TaskGuard) -> None:
     clock = FakeClock()
     reconciler = ScriptedReconciler()

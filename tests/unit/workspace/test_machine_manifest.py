@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from workspace_builders import workspace
-
 from kaito_operator.workspace.machines import machine_state, render_machine
+from tests.unit.workspace.workspace_builders import workspace
 
 
 def test_machine_for_a_falcon_7b_workspace() -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from workspace_builders import node, workspace
+from typing import Any
 
 from kaito_operator.api.common import LabelSelector
 from kaito_operator.workspace.nodes import select_nodes
 from kaito_operator.workspace.selectors import implied_labels, node_requirements, selector_matches
+from tests.unit.workspace.workspace_builders import node, workspace
 
 
 def test_only_ready_schedulable_matching_nodes_of_the_instance_type_are_candidates() -> None:
@@ -41,7 +42,7 @@ def test_preferred_nodes_that_do_not_match_are_ignored() -> None:
 
 def test_match_expressions_are_honoured() -> None:
     nodes = [node("gpu-a", labels={"tier": "gold"}), node("gpu-b", labels={"tier": "bronze"}), node("gpu-c")]
-    expressions = [
+    expressions: list[dict[str, Any]] = [
         {"key": "tier", "operator": "In", "values": ["gold", "silver"]},
         {"key": "spot", "operator": "DoesNotExist"},
     ]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from workspace_builders import UID, workspace
-
 from kaito_operator.workspace.service import render_service
 from kaito_operator.workspace.workload import RENDERED_HASH_ANNOTATION
+from tests.unit.workspace.workspace_builders import UID, workspace
 
 
 def test_cluster_ip_service_port_80_to_5000() -> None:

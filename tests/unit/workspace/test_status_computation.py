@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from kaito_operator.workspace.machines import MachineState
 from kaito_operator.workspace.status import (
     ConditionValue,
@@ -94,14 +96,14 @@ def test_errors_are_in_the_messages() -> None:
 
 
 def test_inference_waits_for_an_up_to_date_ready_rollout() -> None:
-    base = {"generation": 1, "count": 2, "selected_nodes": ("a", "b"), "workload_exists": True}
-    rolling = Observation(**base, ready_replicas=2, updated_replicas=1, total_replicas=3, workload_observed=True)
+    base = Observation(generation=1, count=2, selected_nodes=("a", "b"), workload_exists=True)
+    rolling = replace(base, ready_replicas=2, updated_replicas=1, total_replicas=3, workload_observed=True)
     assert _by_type(compute_conditions(rolling))["InferenceReady"] == (
         "Unknown",
         "WorkspaceInferencePending",
         "1 of 2 inference replicas are up to date and ready",
     )
-    stale = Observation(**base, ready_replicas=2, updated_replicas=2, total_replicas=2, workload_observed=False)
+    stale = replace(base, ready_replicas=2, updated_replicas=2, total_replicas=2, workload_observed=False)
     assert _by_type(compute_conditions(stale))["InferenceReady"][0] == "Unknown"
     no_workload = Observation(generation=1, count=1, selected_nodes=("a",))
     assert _by_type(compute_conditions(no_workload))["InferenceReady"][0] == "Unknown"

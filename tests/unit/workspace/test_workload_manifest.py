@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from workspace_builders import UID, workspace
 
 from kaito_operator.presets.catalog import get
 from kaito_operator.presets.serving import TgiSettings
@@ -18,6 +17,7 @@ from kaito_operator.workspace.workload import (
     rendered_hash,
     tgi_command,
 )
+from tests.unit.workspace.workspace_builders import UID, workspace
 
 OPTIONS = RenderOptions(registry="myacr.azurecr.io/kaito")
 OWNER = {
@@ -28,7 +28,7 @@ OWNER = {
     "controller": True,
     "blockOwnerDeletion": True,
 }
-AFFINITY = {
+AFFINITY: dict[str, Any] = {
     "nodeAffinity": {
         "requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [
@@ -196,10 +196,10 @@ def test_flags_come_in_a_fixed_order() -> None:
 
 
 def test_template_workspace_keeps_the_users_pod_and_merges_ours_in() -> None:
-    user_term = {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
-    other_term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}
+    user_term: dict[str, Any] = {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+    other_term: dict[str, Any] = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}
     user_toleration = {"key": "team", "operator": "Exists"}
-    template = {
+    template: dict[str, Any] = {
         "metadata": {"labels": {"app": "mine"}, "annotations": {"note": "x"}},
         "spec": {
             "containers": [{"name": "web", "image": "nginx"}],

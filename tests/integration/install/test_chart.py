@@ -1,0 +1,208 @@
+"""The chart with the project's own helm binary against the real API server: lint, templates for
+several value sets accepted by a server-side dry run, values.schema.json refusing a wrong value by
+name, and install → upgrade (changed values) → uninstall.
+
+There is no earlier chart with templates to upgrade from (0.1.0 is the first), so the upgrade test
+upgrades this chart to itself with changed values."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from kaito_operator.runtime import DEPLOYMENT, ResourceKind
+from kaito_operator.testing import eventually, plain_client
+from sandbox.controlplane import ControlPlane
+from sandbox.kube import REQUEST_TIMEOUT, apply_objects, install_crds
+from tests.integration.install.helm_kit import AZURE_VALUES, CHART, Helm, container_env, of_kind, set_args
+
+pytestmark = [pytest.mark.controlplane]
+
+DAEMONSET = ResourceKind("apps", "v1", "DaemonSet", "daemonsets", namespaced=True)
+CLUSTERROLE = ResourceKind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False)
+
+# prometheus-operator's ServiceMonitor CRD, reduced to what the API server needs to accept objects
+# of its kind (the real one carries the full schema); the dry run only needs the kind to exist.
+SERVICE_MONITOR_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "names": {
+            "kind": "ServiceMonitor",
+            "listKind": "ServiceMonitorList",
+            "plural": "servicemonitors",
+            "singular": "servicemonitor",
+        },
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
+    },
+}
+
+VALUE_SETS: dict[str, dict[str, str]] = {
+    "defaults": {},
+    "aks": AZURE_VALUES,
+    "provisioner-off": {"provisioner.enabled": "false"},
+    "device-plugin-off": {**AZURE_VALUES, "devicePlugin.enabled": "false"},
+    "monitoring-on": {**AZURE_VALUES, "monitoring.serviceMonitor.enabled": "true"},
+}
+
+
+@pytest.fixture
+def helm(control_plane: ControlPlane, tmp_path: Path) -> Helm:
+    return Helm(control_plane.kubeconfig, tmp_path / "helm")
+
+
+@pytest.fixture
+async def second_namespace(kube_api: Any) -> AsyncIterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(kube_api)
+    await core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name)), _request_timeout=REQUEST_TIMEOUT
+    )
+    yield name
+    await core.delete_namespace(name, _request_timeout=REQUEST_TIMEOUT)
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_helm_lint_passes(helm: Helm, values: dict[str, str]) -> None:
+    result = helm.run("lint", "--strict", str(CHART), *set_args(values))
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+async def test_templates_pass_a_server_side_dry_run(
+    helm: Helm, kube_api: Any, namespace: str, second_namespace: str, values: dict[str, str]
+) -> None:
+    if values.get("monitoring.serviceMonitor.enabled") == "true":
+        await install_crds(kube_api, [SERVICE_MONITOR_CRD])
+    for target in (namespace, second_namespace):
+        objects = helm.render(target, values, release=f"kaito-{target}")
+        admitted = await apply_objects(kube_api, objects, namespace=target, dry_run=True)
+        assert [obj["metadata"]["name"] for obj in admitted] == [obj["metadata"]["name"] for obj in objects]
+        cluster_scoped = ("ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration")
+        namespaced = [obj for obj in objects if obj["kind"] not in cluster_scoped]
+        assert all(obj["metadata"]["namespace"] == target for obj in namespaced)
+        (binding,) = of_kind(objects, "ClusterRoleBinding")
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kaito-operator", "namespace": target}]
+        environment = container_env(objects)
+        assert environment["KAITO_LEADER_ELECTION_NAMESPACE"] == target
+        assert bool(of_kind(objects, "ServiceMonitor")) == (values.get("monitoring.serviceMonitor.enabled") == "true")
+        assert bool(of_kind(objects, "DaemonSet")) == (values.get("devicePlugin.enabled") != "false")
+
+
+def test_provisioner_off_drops_its_permissions_azure_values_and_identity_label(helm: Helm) -> None:
+    on = helm.render("kaito-system", AZURE_VALUES)
+    off = helm.render("kaito-system", {**AZURE_VALUES, "provisioner.enabled": "false"})
+
+    def rules(objects: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        (role,) = of_kind(objects, "ClusterRole")
+        return {(resource, verb) for rule in role["rules"] for resource in rule["resources"] for verb in rule["verbs"]}
+
+    dropped = rules(on) - rules(off)
+    assert {("machines/status", "patch"), ("nodes", "patch"), ("nodes", "delete"), ("machines", "patch")} <= dropped
+    assert rules(off) <= rules(on)
+    assert {"ARM_SUBSCRIPTION_ID", "ARM_RESOURCE_GROUP", "AZURE_CLUSTER_NAME", "LOCATION"} <= set(container_env(on))
+    assert not {"ARM_SUBSCRIPTION_ID", "ARM_RESOURCE_GROUP", "AZURE_CLUSTER_NAME", "LOCATION"} & set(container_env(off))
+    assert container_env(off)["KAITO_PROVISIONER_ENABLED"] == "false"
+    (deployment,) = of_kind(off, "Deployment")
+    assert "azure.workload.identity/use" not in deployment["spec"]["template"]["metadata"]["labels"]
+
+
+def test_workload_identity_values_reach_the_service_account_and_the_pod(helm: Helm) -> None:
+    objects = helm.render("kaito-system", AZURE_VALUES)
+    (account,) = of_kind(objects, "ServiceAccount")
+    assert account["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": AZURE_VALUES["workloadIdentity.clientId"],
+        "azure.workload.identity/tenant-id": AZURE_VALUES["workloadIdentity.tenantId"],
+    }
+    (deployment,) = of_kind(objects, "Deployment")
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    environment = container_env(objects)
+    assert environment["ARM_SUBSCRIPTION_ID"] == AZURE_VALUES["provisioner.azure.subscriptionId"]
+    assert environment["AZURE_CLUSTER_NAME"] == "aks-llm"
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == "ghcr.io/kaito-py/kaito-operator:0.1.0", "the image the workflow publishes"
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("operator.replicas=0", "'/operator/replicas'"),
+        ("operator.logLevel=LOUD", "'/operator/logLevel'"),
+        ("workloadIdentity.clientId=not-a-guid", "'/workloadIdentity/clientId'"),
+        ("devicePlugin.enabeld=false", "'enabeld'"),
+        ("operator.image.pullPolicy=Sometimes", "'/operator/image/pullPolicy'"),
+    ],
+)
+def test_a_wrong_value_fails_install_with_a_message_naming_it(helm: Helm, setting: str, named: str) -> None:
+    # Helm names the value by its JSON pointer ('/operator/replicas'), an unknown one by its key.
+    result = helm.run(
+        "install", "kaito", str(CHART), "--dry-run", "--namespace", "kaito-system", "--set", setting, check=False
+    )
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert named in result.stderr, result.stderr
+
+
+async def test_install_upgrade_with_changed_values_and_uninstall(helm: Helm, kube_api: Any, namespace: str) -> None:
+    kube = plain_client(kube_api)
+    release = f"kaito-{namespace}"
+    helm.run("install", release, str(CHART), "--namespace", namespace, *set_args(AZURE_VALUES))
+    deployment = await kube.get(DEPLOYMENT, release, namespace)
+    assert deployment["spec"]["replicas"] == 2
+    assert (await kube.get(DAEMONSET, f"{release}-nvidia-device-plugin", namespace))["metadata"]["name"]
+
+    helm.run(
+        "upgrade",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        *set_args(AZURE_VALUES),
+        "--set",
+        "operator.replicas=3",
+        "--set",
+        "devicePlugin.enabled=false",
+        "--set",
+        "operator.logLevel=DEBUG",
+    )
+    deployment = await kube.get(DEPLOYMENT, release, namespace)
+    assert deployment["spec"]["replicas"] == 3
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "KAITO_LOG_LEVEL", "value": "DEBUG"} in container["env"]
+    daemonsets, _ = await kube.list(DAEMONSET, namespace)
+    assert daemonsets == [], "turning the device plugin off removes it"
+    assert "REVISION: 2" in helm.run("status", release, "--namespace", namespace).stdout
+
+    helm.run("uninstall", release, "--namespace", namespace, "--wait")
+
+    async def everything_gone() -> bool | None:
+        deployments, _ = await kube.list(DEPLOYMENT, namespace)
+        roles, _ = await kube.list(CLUSTERROLE, label_selector=f"app.kubernetes.io/instance={release}")
+        return True if not deployments and not roles else None
+
+    await eventually(everything_gone, timeout=30, what="the release's objects gone")
+    crds = client.ApiextensionsV1Api(kube_api)
+    assert await crds.read_custom_resource_definition("workspaces.kaito.sh", _request_timeout=REQUEST_TIMEOUT), (
+        "Helm keeps CRDs on uninstall"
+    )
