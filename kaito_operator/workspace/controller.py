@@ -254,11 +254,14 @@ class WorkspaceReconciler:
         inference_error: str | None = None
         inference_failure: str | None = None
         try:
-            await self._ensure_child(SERVICE, self._services, render_service(workspace), workspace)
+            applied_service = await self._ensure_child(SERVICE, self._services, render_service(workspace), workspace)
         except ApiError as error:
+            applied_service = None
             (refusals if error.refused else errors).append(error)
             inference_error = f"applying service: {error.api_message or error}"
-        if unprotected_public_endpoint(workspace):
+        if applied_service is not None and unprotected_public_endpoint(workspace):
+            # Said when the public Service is written (created or changed), not on every reconcile:
+            # each repeat of an Event is one more API write.
             await self._recorder.warning(obj, "PublicEndpointWithoutAPIKey", PUBLIC_WITHOUT_KEY_MESSAGE)
 
         desired: dict[str, Any] | None = None
