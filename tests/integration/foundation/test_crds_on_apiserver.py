@@ -57,10 +57,20 @@ async def _rejection(api: client.ApiClient, namespace: str, body: dict[str, Any]
     return _status_message(raised.value)
 
 
+KAITO_V01_EXAMPLES = frozenset(
+    f"kaito_workspace_{name}.yaml"
+    for name in (
+        "falcon_7b", "falcon_7b-instruct", "falcon_40b", "falcon_40b-instruct", "llama2_7b", "llama2_7b-chat",
+        "llama2_13b", "llama2_13b-chat", "llama2_70b", "llama2_70b-chat",
+    )
+)  # fmt: skip
+"""Kaito v0.1's ten example files (examples/ in kaito-project/kaito at v0.1.0), kept under their names."""
+
+
 async def test_all_ten_kaito_examples_apply_unchanged(kube_api: client.ApiClient, namespace: str) -> None:
     files = sorted(EXAMPLES.glob("kaito_workspace_*.yaml"))
-    assert len(files) == 10
-    for path in files:
+    assert KAITO_V01_EXAMPLES <= {path.name for path in files}
+    for path in files:  # Kaito's ten and the project's newer presets alike
         [stored] = await apply_objects(kube_api, load_manifests(path), namespace=namespace)
         assert stored["metadata"]["name"].startswith("workspace-")
         assert stored["resource"]["count"] >= 1  # defaulted when the file leaves it out
