@@ -155,6 +155,7 @@ class WorkspaceReconciler:
         # woken before their watch event neither recreates them nor forgets to delete them. Any
         # event about a name (added, changed, deleted) hands it over to the cache.
         self._created: dict[ObjectKey, set[str]] = {}
+        self._measured: set[str] = set()  # UIDs of the Machines whose provisioning time was recorded
         machines.add_handler(self._machine_seen)
         pods.add_indexer(PODS_BY_WORKSPACE, _pod_index)
 
@@ -162,13 +163,26 @@ class WorkspaceReconciler:
         key = _machine_workspace(event.obj)
         if key is not None and key in self._created:
             self._created[key].discard(_meta(event.obj).get("name") or "")
-        if key is not None and event.type == "MODIFIED" and event.old is not None:
-            # Only a Ready transition seen live is a measurement: a Machine found Ready at start-up
-            # may have turned Ready again long after it was provisioned.
-            seconds = provisioning_seconds(event.obj)
-            machine_type = instance_type(event.obj)
-            if seconds is not None and machine_type and provisioning_seconds(event.old) is None:
-                self._estimator.observe(machine_type, seconds)
+        if key is not None:
+            self._measure(event)
+
+    def _measure(self, event: WatchEvent) -> None:
+        """Each Machine of ours counts once, when first seen Ready: creation → Ready's transition.
+
+        Not only Ready transitions seen live: a writer sharing the informer (the provisioner)
+        writes its update through to the cache, so the watch event's ``old`` may already be Ready.
+        """
+        uid = str(_meta(event.obj).get("uid") or "")
+        if event.type == "DELETED":
+            self._measured.discard(uid)
+            return
+        if not uid or uid in self._measured:
+            return
+        seconds = provisioning_seconds(event.obj)
+        machine_type = instance_type(event.obj)
+        if seconds is not None and machine_type:
+            self._measured.add(uid)
+            self._estimator.observe(machine_type, seconds)
 
     # --- entry point -------------------------------------------------------------------------------
     async def reconcile(self, key: ObjectKey) -> Result:
