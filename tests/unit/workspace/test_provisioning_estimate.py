@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_a_window_below_one_is_refused_by_name() -> None:
 
 
 def test_a_machines_duration_runs_from_creation_to_its_ready_transition() -> None:
-    machine = {
+    machine: dict[str, Any] = {
         "metadata": {"name": "ws1a2b3", "creationTimestamp": "2024-05-01T12:00:00Z"},
         "status": {
             "conditions": [
