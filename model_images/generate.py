@@ -270,12 +270,24 @@ async def workspace_url(
 Printer = Callable[[str], None]
 
 
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """``Authorization: Bearer`` for an endpoint protected by ``kaito.sh/api-key-secret``."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 async def generate_text(
-    url: str, prompt: str, *, max_new_tokens: int, stream: bool, timeout: float, out: Printer
+    url: str,
+    prompt: str,
+    *,
+    max_new_tokens: int,
+    stream: bool,
+    timeout: float,
+    out: Printer,
+    api_key: str | None = None,
 ) -> None:
     from text_generation import AsyncClient
 
-    tgi = AsyncClient(url, timeout=int(timeout))
+    tgi = AsyncClient(url, headers=auth_headers(api_key), timeout=int(timeout))
     if stream:
         async for event in tgi.generate_stream(prompt, max_new_tokens=max_new_tokens):
             if not event.token.special:
@@ -296,6 +308,7 @@ async def chat(
     out: Printer,
     temperature: float | None = None,
     seed: int | None = None,
+    api_key: str | None = None,
 ) -> None:
     body: dict[str, Any] = {
         "model": "tgi",
@@ -309,7 +322,7 @@ async def chat(
         body["seed"] = seed
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-        session.post(f"{url.rstrip('/')}/v1/chat/completions", json=body) as response,
+        session.post(f"{url.rstrip('/')}/v1/chat/completions", json=body, headers=auth_headers(api_key)) as response,
     ):
         if response.status != 200:
             raise EndpointError(f"the endpoint answered {response.status}: {await response.text()}")
@@ -340,10 +353,17 @@ async def run(args: argparse.Namespace, out: Printer) -> None:
                 out=out,
                 temperature=args.temperature,
                 seed=args.seed,
+                api_key=args.api_key,
             )
         else:
             await generate_text(
-                url, args.prompt, max_new_tokens=args.max_new_tokens, stream=args.stream, timeout=args.timeout, out=out
+                url,
+                args.prompt,
+                max_new_tokens=args.max_new_tokens,
+                stream=args.stream,
+                timeout=args.timeout,
+                out=out,
+                api_key=args.api_key,
             )
 
     if args.url:
@@ -351,6 +371,14 @@ async def run(args: argparse.Namespace, out: Printer) -> None:
         return
     if not args.workspace:
         raise EndpointError("name a Workspace, or pass --url")
+    if args.api_key and not running_in_cluster():
+        # The API server authenticates the caller with the Authorization header and removes it
+        # before proxying, so a key cannot reach the endpoint through its service proxy.
+        raise EndpointError(
+            "an API key cannot pass through the API server's service proxy (it consumes the Authorization "
+            f"header): run `kubectl port-forward -n {args.namespace} service/{args.workspace} 8080:80` and call "
+            "again with --url http://localhost:8080"
+        )
     async with workspace_url(
         args.workspace, args.namespace, kubeconfig=args.kubeconfig, context=args.context, timeout=args.timeout
     ) as url:

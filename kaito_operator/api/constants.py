@@ -32,6 +32,11 @@ LABEL_AGENTPOOL: Final = "agentpool"
 LABEL_ZONE: Final = "topology.kubernetes.io/zone"
 
 ANNOTATION_ENABLE_LB: Final = "kaito.sh/enablelb"
+ANNOTATION_API_KEY_SECRET: Final = "kaito.sh/api-key-secret"
+"""Names a Secret in the Workspace's namespace whose key ``api-key`` protects the endpoint: the
+server then answers only requests with ``Authorization: Bearer <that key>`` (health and metrics
+stay open for probes and scrapers)."""
+API_KEY_SECRET_KEY: Final = "api-key"
 ANNOTATION_RUNTIME: Final = "kaito.sh/runtime"
 ANNOTATION_NODE_IMAGE_FAMILY: Final = "kaito.sh/node-image-family"
 ANNOTATION_SANDBOX_SERVED: Final = "sandbox.kaito.sh/served"

@@ -24,6 +24,14 @@ PRESET_NAMES: Final = (
     "llama-2-13b-chat",
     "llama-2-70b",
     "llama-2-70b-chat",
+    "llama-3.1-8b-instruct",
+    "llama-3.2-3b-instruct",
+    "llama-3.3-70b-instruct",
+    "mistral-7b-instruct-v0.3",
+    "phi-3.5-mini-instruct",
+    "phi-4",
+    "qwen2.5-7b-instruct",
+    "qwen2.5-coder-7b-instruct",
 )
 PresetName = Literal[
     "falcon-7b",
@@ -36,6 +44,14 @@ PresetName = Literal[
     "llama-2-13b-chat",
     "llama-2-70b",
     "llama-2-70b-chat",
+    "llama-3.1-8b-instruct",
+    "llama-3.2-3b-instruct",
+    "llama-3.3-70b-instruct",
+    "mistral-7b-instruct-v0.3",
+    "phi-3.5-mini-instruct",
+    "phi-4",
+    "qwen2.5-7b-instruct",
+    "qwen2.5-coder-7b-instruct",
 ]
 
 DEFAULT_INSTANCE_TYPE: Final = "Standard_NC12s_v3"

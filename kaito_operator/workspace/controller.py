@@ -60,7 +60,11 @@ from kaito_operator.workspace.machines import (
 from kaito_operator.workspace.names import FIELD_MANAGER, machine_names, workload_name
 from kaito_operator.workspace.nodes import is_candidate, node_is_ready, node_labels, node_name, select_nodes
 from kaito_operator.workspace.pods import is_terminating, pod_state
-from kaito_operator.workspace.service import render_service
+from kaito_operator.workspace.service import (
+    PUBLIC_WITHOUT_KEY_MESSAGE,
+    render_service,
+    unprotected_public_endpoint,
+)
 from kaito_operator.workspace.status import (
     Observation,
     compute_conditions,
@@ -297,10 +301,15 @@ class WorkspaceReconciler:
         inference_error: str | None = None
         inference_failure: str | None = None
         try:
-            await self._ensure_child(SERVICE, self._services, render_service(workspace), workspace)
+            applied_service = await self._ensure_child(SERVICE, self._services, render_service(workspace), workspace)
         except ApiError as error:
+            applied_service = None
             (refusals if error.refused else errors).append(error)
             inference_error = f"applying service: {error.api_message or error}"
+        if applied_service is not None and unprotected_public_endpoint(workspace):
+            # Said when the public Service is written (created or changed), not on every reconcile:
+            # each repeat of an Event is one more API write.
+            await self._recorder.warning(obj, "PublicEndpointWithoutAPIKey", PUBLIC_WITHOUT_KEY_MESSAGE)
 
         desired: dict[str, Any] | None = None
         try:
