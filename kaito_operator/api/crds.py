@@ -125,6 +125,8 @@ def workspace_crd() -> dict[str, Any]:
                         _condition_column(c.COND_INFERENCE_READY),
                         _condition_column(c.COND_WORKSPACE_READY),
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        # Ours, after Kaito v0.1's columns: shown by `kubectl get -o wide`.
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1},
                     ],
                     "schema": {"openAPIV3Schema": schema},
                 }

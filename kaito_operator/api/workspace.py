@@ -56,6 +56,25 @@ PresetName = Literal[
 
 DEFAULT_INSTANCE_TYPE: Final = "Standard_NC12s_v3"
 
+# status.phase, in the order a Workspace goes through them (docs/workspace-controller.md, "Phase").
+PHASE_WAITING_FOR_AGENT_POOL: Final = "WaitingForAgentPool"
+PHASE_NODE_JOINING: Final = "NodeJoining"
+PHASE_SCHEDULING: Final = "Scheduling"
+PHASE_PULLING_IMAGE: Final = "PullingImage"
+PHASE_LOADING_MODEL: Final = "LoadingModel"
+PHASE_SERVING: Final = "Serving"
+PHASE_FAILED: Final = "Failed"
+PHASE_DELETING: Final = "Deleting"
+PHASES: Final = (
+    PHASE_WAITING_FOR_AGENT_POOL,
+    PHASE_NODE_JOINING,
+    PHASE_SCHEDULING,
+    PHASE_PULLING_IMAGE,
+    PHASE_LOADING_MODEL,
+    PHASE_SERVING,
+)
+"""The phases of a Workspace on its way to serving, in order; Failed and Deleting can follow any."""
+
 
 class ResourceSpec(KubeModel):
     """Which GPU nodes the workspace runs on, and how many."""
@@ -138,6 +157,21 @@ class WorkspaceStatus(KubeModel):
             "MachineReady, ResourceReady, InferenceReady, WorkspaceReady and WorkspaceDeleting, "
             "with reasons and messages."
         ),
+    )
+    phase: str | None = Field(
+        default=None,
+        description=(
+            "Where the workspace is: WaitingForAgentPool, NodeJoining, Scheduling, PullingImage, "
+            "LoadingModel, Serving (in that order), or Failed (see the conditions' messages) or Deleting."
+        ),
+    )
+    nodes_expected_ready_time: str | None = Field(
+        default=None,
+        description=(
+            "While nodes are provisioned: when they should be Ready (RFC 3339), from the median time "
+            "this operator has seen Machines of the instance type take. Absent when unknown."
+        ),
+        json_schema_extra={"format": "date-time"},
     )
 
 
