@@ -51,9 +51,18 @@ sandbox: venv binaries
 		--apply examples/kaito_workspace_falcon_7b.yaml --wait-ready 300
 	@KUBECONFIG=$(STATE_DIR)/kubeconfig $(BIN)/python -m sandbox.show_workspaces
 	@echo
-	@echo "The control plane, the AKS simulator and the operator keep running (logs: $(STATE_DIR)/logs/)."
+	@echo '$$ kaito generate workspace-falcon-7b "What is a GPU?"   # through the API server'"'"'s service proxy'
+	@KUBECONFIG=$(STATE_DIR)/kubeconfig $(BIN)/kaito generate workspace-falcon-7b "What is a GPU?" --max-new-tokens 24
+	@echo "(the sandbox model is a tiny Llama with random weights: its tokens are real, its text is not)"
+	@echo
+	@echo "The control plane, the AKS simulator, the operator and the pod runner keep running (logs: $(STATE_DIR)/logs/)."
 	@echo "Use them with:"
 	@echo "  export KUBECONFIG=$(abspath $(STATE_DIR))/kubeconfig"
+	@echo "  kubectl proxy --port 8001 &   # then, through the service proxy:"
+	@echo "  curl -s localhost:8001/api/v1/namespaces/default/services/workspace-falcon-7b:80/proxy/generate \\"
+	@echo "    -H 'Content-Type: application/json' -d '{\"inputs\": \"What is a GPU?\", \"parameters\": {\"max_new_tokens\": 24}}'"
+	@echo "  kubectl port-forward svc/workspace-falcon-7b 8080:80 &   # then: curl -s localhost:8080/generate ..."
+	@echo "  kubectl logs -l kaito.sh/workspace=workspace-falcon-7b"
 	@echo "Stop it with: make sandbox-down"
 
 sandbox-down: venv

@@ -6,8 +6,11 @@ localhost), and every request asks for the same number of new tokens, so the dif
 serving strategy: continuous batching versus one request at a time. Tokens/s counts the tokens
 the servers report generating (a request may stop early at EOS), over wall-clock time.
 
-Run: .venv/bin/python benchmarks/runtime.py [--model DIR] [--requests 16] [--max-new-tokens 32]
-Without --model it writes the tiny test model to a temporary directory and uses that.
+Run: .venv/bin/python benchmarks/runtime.py [--model DIR | --model-size tiny|50m] [--requests 16]
+[--max-new-tokens 32] [--rounds 3] (each level runs ``--rounds`` times per server; the best counts).
+Without --model it writes a random-weight Llama of the chosen size
+(default ``50m``: ~51 M parameters, big enough that the model step, not Python, dominates as it
+does for real models) to a temporary directory and uses that.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ from model_images.runtime.tiny_model import write_tiny_model
 from model_images.runtime.validation import Limits
 
 CONCURRENCY_LEVELS = (1, 4, 16)
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    "tiny": {},  # write_tiny_model's defaults: ~100 k parameters, the test model
+    # ~51 M parameters: 8 layers x (attention 1.57 M + MLP 4.72 M) + embeddings 0.8 M.
+    "50m": {"hidden_size": 768, "num_layers": 8, "num_heads": 12, "num_kv_heads": 4, "intermediate_size": 2048},
+}
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=600)
 
 
@@ -90,7 +98,17 @@ async def measure(url: str, concurrency: int, prompts: list[str], max_new_tokens
         return sum(counts), time.perf_counter() - started
 
 
-async def benchmark(loaded: LoadedModel, requests: int, max_new_tokens: int) -> None:
+async def best_rate(url: str, concurrency: int, prompts: list[str], max_new_tokens: int, rounds: int) -> float:
+    """The best tokens/s of ``rounds`` runs: on a shared machine other load only ever slows a run
+    down, so the fastest run is the closest to what the server can do."""
+    rates = []
+    for _ in range(rounds):
+        tokens, seconds = await measure(url, concurrency, prompts, max_new_tokens)
+        rates.append(tokens / seconds)
+    return max(rates)
+
+
+async def benchmark(loaded: LoadedModel, requests: int, max_new_tokens: int, rounds: int) -> None:
     prompts = [f"Request {i}: the weather today is mild and the wind" for i in range(requests)]
     context = loaded.max_position_embeddings or 2048
     limits = Limits(
@@ -99,28 +117,35 @@ async def benchmark(loaded: LoadedModel, requests: int, max_new_tokens: int) -> 
         max_concurrent_requests=max(CONCURRENCY_LEVELS) * 2,
         max_batch_size=max(CONCURRENCY_LEVELS),
     )
-    print(f"model: {type(loaded.model).__name__} on {loaded.device} ({loaded.dtype})")
-    print(f"{requests} requests per level, {max_new_tokens} new tokens each\n")
+    parameters = sum(p.numel() for p in loaded.model.parameters())
+    print(
+        f"model: {type(loaded.model).__name__}, {parameters / 1e6:.1f} M parameters, "
+        f"on {loaded.device} ({loaded.dtype})"
+    )
+    print(f"{requests} requests per level, {max_new_tokens} new tokens each, best of {rounds} rounds\n")
     print(f"{'concurrency':>11}  {'runtime tok/s':>13}  {'baseline tok/s':>14}  {'speed-up':>8}")
     async with running(loaded, limits, model_id="benchmark") as runtime_url, baseline_server(loaded) as baseline_url:
         for concurrency in CONCURRENCY_LEVELS:
-            tokens, seconds = await measure(runtime_url, concurrency, prompts, max_new_tokens)
-            base_tokens, base_seconds = await measure(baseline_url, concurrency, prompts, max_new_tokens)
-            ours, theirs = tokens / seconds, base_tokens / base_seconds
+            ours = await best_rate(runtime_url, concurrency, prompts, max_new_tokens, rounds)
+            theirs = await best_rate(baseline_url, concurrency, prompts, max_new_tokens, rounds)
             print(f"{concurrency:>11}  {ours:>13.1f}  {theirs:>14.1f}  {ours / theirs:>7.2f}x", flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="Hugging Face model directory (default: the tiny test model)")
+    parser.add_argument(
+        "--model-size", choices=sorted(MODEL_SIZES), default="50m", help="random-weight model to build without --model"
+    )
     parser.add_argument("--requests", type=int, default=16, help="requests per concurrency level")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="runs per level and server; the best counts")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        model_dir = args.model or write_tiny_model(Path(scratch) / "tiny")
+        model_dir = args.model or write_tiny_model(Path(scratch) / args.model_size, **MODEL_SIZES[args.model_size])
         loaded = load_model(model_dir, args.device)
-        asyncio.run(benchmark(loaded, args.requests, args.max_new_tokens))
+        asyncio.run(benchmark(loaded, args.requests, args.max_new_tokens, args.rounds))
     return 0
 
 

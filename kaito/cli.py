@@ -51,10 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     presets.set_defaults(func=_presets)
 
     from kaito.run_cli import register as register_run
+    from kaito.status_cli import register as register_status
     from model_images.cli import register as register_model_images
     from sandbox.cli import register as register_sandbox
 
     register_run(sub, _lazy)
+    register_status(sub, _lazy)
     register_sandbox(sub, _lazy)
     register_model_images(sub, _lazy)
     return parser

@@ -9,20 +9,23 @@ Workspace controller's; ``controllers_from_settings`` adds the GPU provisioner's
 them share the Manager (and so its Machine and Node informers), the client and the metrics.
 
 The process serves /healthz and /readyz (KAITO_HEALTH_PORT; factories add readiness checks through
-``OperatorContext.add_readiness_check``) and /metrics (KAITO_METRICS_PORT),
-logs JSON, and on SIGTERM/SIGINT lets reconciles in flight finish before it exits.
+``OperatorContext.add_readiness_check``), /metrics (KAITO_METRICS_PORT), and the validating admission
+webhook over TLS (KAITO_WEBHOOK_PORT; every replica serves it, leader or not, since the rules need no
+controller); it logs JSON, and on SIGTERM/SIGINT lets reconciles in flight finish before it exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
+import ssl
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +44,16 @@ from kaito_operator.runtime.events import EventRecorder
 from kaito_operator.runtime.leader import LeaderElector
 from kaito_operator.runtime.manager import Manager
 from kaito_operator.runtime.metrics import RuntimeMetrics
+from kaito_operator.webhook.keeper import (
+    Certificates,
+    FileCertificates,
+    SecretCertificates,
+    keep_current,
+    service_hosts,
+)
+from kaito_operator.webhook.server import WorkspaceAdmission, admission_app, webhook_configuration
 from kaito_operator.workspace.controller import workspace_controller
+from kaito_operator.workspace.validation import Limits
 from kaito_operator.workspace.workload import RenderOptions
 from model_images.runtime.command import runtime_container_command
 
@@ -85,11 +97,17 @@ def render_options(settings: Settings) -> RenderOptions:
     return RenderOptions(registry=settings.image_registry, runtime_command=runtime_container_command)
 
 
+def validation_limits(settings: Settings) -> Limits:
+    """What the admission rules depend on; the webhook and the reconciler get the same."""
+    return Limits(max_count=settings.max_workspace_count)
+
+
 def workspace_controller_factory(context: OperatorContext) -> Controller:
     return workspace_controller(
         context.manager,
         recorder=context.recorder("kaito-workspace-controller"),
         options=render_options(context.settings),
+        limits=validation_limits(context.settings),
         concurrency=context.settings.concurrency,
         reconcile_timeout=context.settings.reconcile_timeout,
         refused_retry=context.settings.refused_write_retry,
@@ -118,6 +136,8 @@ class Operator:
     owns_api_client: bool
     health_port: int | None = None
     metrics_port: int | None = None
+    webhook_port: int | None = None
+    certificates: Certificates | None = None
     _runners: list[web.AppRunner] = field(default_factory=list)
 
     @property
@@ -139,10 +159,47 @@ class Operator:
         self.health_port = await self._serve(health, settings.health_port)
         self.metrics_port = self.health_port if metrics is health else await self._serve(metrics, settings.metrics_port)
 
-    async def _serve(self, app: web.Application, port: int) -> int:
+    def _certificates(self) -> Certificates:
+        settings = self.context.settings
+        if settings.webhook_cert_source == "files":
+            return FileCertificates(settings.webhook_cert_dir)
+        return SecretCertificates(
+            self.context.client,
+            self.context.clock,
+            namespace=settings.webhook_namespace,
+            secret_name=settings.webhook_secret_name,
+            hosts=service_hosts(settings.webhook_service_name, settings.webhook_namespace),
+            configuration_name=settings.webhook_configuration_name,
+            registration=self._registration(),
+        )
+
+    def _registration(self) -> dict[str, Any] | None:
+        """With KAITO_WEBHOOK_URL (the sandbox), the operator registers itself by that URL."""
+        settings = self.context.settings
+        if not settings.webhook_url:
+            return None
+        selector = settings.webhook_namespace_selector
+        return webhook_configuration(
+            settings.webhook_configuration_name,
+            {"url": settings.webhook_url},
+            namespace_selector={"matchLabels": selector} if selector else None,
+        )
+
+    async def start_webhook(self) -> Certificates:
+        """Get a certificate (raises when none can be had), then serve the admission webhook over TLS."""
+        settings = self.context.settings
+        certificates = self._certificates()
+        await certificates.refresh(publish=False)
+        admission = WorkspaceAdmission(validation_limits(settings), render_options(settings), self.context.client)
+        self.webhook_port = await self._serve(admission_app(admission), settings.webhook_port, certificates.ssl_context)
+        self.certificates = certificates
+        await certificates.refresh()  # now that it answers, let the API server call it
+        return certificates
+
+    async def _serve(self, app: web.Application, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.context.settings.bind_address, port)
+        site = web.TCPSite(runner, self.context.settings.bind_address, port, ssl_context=ssl_context)
         await site.start()
         self._runners.append(runner)
         bound: int = runner.addresses[-1][1]  # the real port when ``port`` was 0
@@ -152,17 +209,20 @@ class Operator:
         failure = self.manager.failure
         return web.Response(status=500, text=f"failed: {failure}") if failure else web.Response(text="ok")
 
-    def readiness_problems(self) -> list[str]:
-        """Why the operator is not ready (empty when it is)."""
-        problems = [] if self.manager.ready else ["not ready: caches not synced or not the leader"]
+    def readiness_problems(self, exclude: Collection[str] = ()) -> list[str]:
+        """Why the operator is not ready (empty when it is); ``exclude`` names checks to leave out."""
+        problems = [] if self.manager.ready else ["not ready: caches not synced yet, or the manager stopped"]
         for name, check in self.context.readiness_checks.items():
-            problem = check()
+            problem = None if name in exclude else check()
             if problem:
                 problems.append(f"{name}: {problem}")
         return problems
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        problems = self.readiness_problems()
+        # ``?exclude=NAME`` (repeatable), as the API server's own /readyz takes it: the chart's probe
+        # leaves out the Azure check so a wrong Azure setting does not take the admission webhook's
+        # endpoints away (which would refuse every Workspace write, deletions included).
+        problems = self.readiness_problems(exclude=request.query.getall("exclude", []))
         return web.Response(status=503, text="\n".join(problems)) if problems else web.Response(text="ok")
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -171,11 +231,22 @@ class Operator:
 
     async def run(self, stop: asyncio.Event, *, serve_http: bool = True) -> int:
         """Run until ``stop`` is set (or a background task crashes); returns the exit code."""
+        keeper: asyncio.Task[None] | None = None
         try:
             if serve_http:
                 await self.start_http()  # inside: a port in use must not leave the other one bound
+                if self.context.settings.webhook_enabled:
+                    certificates = await self.start_webhook()
+                    keeper = asyncio.create_task(
+                        keep_current(certificates, self.context.settings.webhook_cert_check_interval, stop),
+                        name="webhook-certificates",
+                    )
             return await self.manager.run(stop)
         finally:
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
             for runner in self._runners:
                 await runner.cleanup()
             self._runners.clear()

@@ -67,6 +67,39 @@ class Settings(BaseSettings):
         description="Seconds between renewals (leader) and between attempts to take the Lease (standby); "
         "below the renew deadline.",
     )
+    max_workspace_count: int = Field(
+        default=10, ge=1, description="The most nodes (resource.count) one Workspace may ask for."
+    )
+    webhook_enabled: bool = Field(default=True, description="Serve the validating admission webhook (TLS).")
+    webhook_port: int = Field(default=9443, ge=0, le=65535, description="Port of the webhook (0: any free port).")
+    webhook_cert_source: Literal["self-signed", "files"] = Field(
+        default="self-signed",
+        description="self-signed: the operator keeps its own CA and certificate in a Secret and writes the CA "
+        "bundle into the webhook configuration. files: read tls.crt/tls.key from webhook_cert_dir "
+        "(cert-manager), reloading them when they change.",
+    )
+    webhook_cert_dir: str = Field(
+        default="/tmp/k8s-webhook-server/serving-certs", description="Folder of tls.crt and tls.key (files source)."
+    )
+    webhook_namespace: str = Field(default="default", description="Namespace of the webhook's Service and Secret.")
+    webhook_service_name: str = Field(default="kaito-webhook", description="Service the API server calls.")
+    webhook_secret_name: str = Field(default="kaito-webhook-cert", description="Secret holding the certificates.")
+    webhook_configuration_name: str = Field(
+        default="validation.workspace.kaito.sh",
+        description="ValidatingWebhookConfiguration whose caBundle the operator keeps (self-signed source).",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        description="Register the webhook configuration by this URL (e.g. https://127.0.0.1:9443/validate/"
+        "workspace.kaito.sh in the sandbox) and keep it registered; unset: the chart registers it through its "
+        "Service and the operator only writes the CA bundle.",
+    )
+    webhook_namespace_selector: dict[str, str] | None = Field(
+        default=None, description="With webhook_url: only Workspaces in namespaces with these labels are checked."
+    )
+    webhook_cert_check_interval: float = Field(
+        default=60.0, gt=0, description="How often the certificate and the CA bundle are checked, seconds."
+    )
     kubeconfig: str | None = Field(
         default=None,
         validation_alias="KUBECONFIG",

@@ -1,9 +1,13 @@
-"""Azure GPU VM sizes: GPU count, memory of **one** GPU, and GPU model.
+"""Azure GPU VM sizes: GPU count, memory of **one** GPU, GPU model, and whether it computes bfloat16.
 
 Kaito v0.1's table stored the whole VM's GPU memory in a field its checks treated as per-GPU; this
 table stores per-GPU memory (GiB, as the vendors quote it) and derives totals. It holds every SKU
 Kaito v0.1 supported plus current generations (NC A100 v4, ND H100 v5, NC H100 v5, NV A10 v5,
 NC T4 v3). Fractional A10 sizes (NVxxads_A10_v5) expose one partial GPU.
+
+bfloat16 needs compute capability 8.0 (Ampere) or newer (NVIDIA's CUDA programming guide; PyTorch's
+``torch.cuda.is_bf16_supported``): A100 (8.0), A10 (8.6), H100 (9.0) have it; K80 (3.7), M60
+(5.2), P100 (6.0), P40 (6.1), V100 (7.0) and T4 (7.5) do not, so models run there in float16.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ class GpuSku:
     os_skus: tuple[str, ...] = ("Ubuntu",)
 
     @property
+    def supports_bf16(self) -> bool:
+        return self.gpu_model.startswith(_BF16_GPU_PREFIXES)
+
+    @property
     def total_gpu_memory_gib(self) -> int:
         return self.gpu_count * self.gpu_memory_gib
 
@@ -31,6 +39,8 @@ def _family(model: str, memory: int, sizes: dict[str, int], os_skus: tuple[str, 
 
 
 _MARINER = ("AzureLinux", "Ubuntu")
+_BF16_GPU_PREFIXES: Final = ("A100", "A10", "H100")
+"""GPU models of compute capability 8.0 or newer in this table (see the module docstring)."""
 
 _ALL: Final[list[GpuSku]] = [
     *_family("Tesla K80", 12, {"Standard_NC6": 1, "Standard_NC12": 2, "Standard_NC24": 4, "Standard_NC24r": 4}),

@@ -7,6 +7,7 @@ never imports torch.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,12 @@ def register(sub: Any, lazy: Lazy) -> None:
     generate.add_argument("--temperature", type=float, help="with --chat: 0 for greedy (default: the server's)")
     generate.add_argument("--seed", type=int, help="with --chat: sampling seed")
     generate.add_argument("--url", help="call this endpoint directly, e.g. http://localhost:8080")
+    generate.add_argument(
+        "--api-key",
+        default=os.environ.get("KAITO_API_KEY") or None,
+        help="the endpoint's API key (kaito.sh/api-key-secret), sent as 'Authorization: Bearer' "
+        "(default: $KAITO_API_KEY)",
+    )
     generate.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     generate.add_argument("--context", help="kubeconfig context")
     generate.add_argument("--timeout", type=float, default=120.0, help="seconds allowed for the whole call")
@@ -88,9 +95,17 @@ def add_runtime_commands(sub: Any, lazy: Lazy) -> None:
     serve.add_argument("--max-batch-size", type=int, default=32, help="sequences decoded together per step")
     serve.add_argument("--model-id", help="name reported by /info (default: the directory)")
     serve.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("KAITO_API_KEY") or None,
+        help="require 'Authorization: Bearer KEY' on every route but health and metrics (default: $KAITO_API_KEY)",
+    )
     serve.set_defaults(func=lazy("model_images.runtime.serve", "main"))
 
     tiny = sub.add_parser("tiny-model", help="write a tiny random-weight Llama model directory (for tests)")
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument(
+        "--max-position-embeddings", type=int, default=1024, help="the longest sequence the model takes (default 1024)"
+    )
     tiny.set_defaults(func=lazy("model_images.runtime.serve", "tiny_model_main"))

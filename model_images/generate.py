@@ -50,6 +50,10 @@ class EndpointNotReady(EndpointError):
     pass
 
 
+class EndpointNotServed(EndpointError):
+    """The ready pods run on kwok's simulated nodes and nothing serves them (a sandbox's pretend pods)."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     base_url: str
@@ -112,10 +116,36 @@ async def resolve_endpoint(api: client.ApiClient, namespace: str, name: str, *, 
     ]
     if not ready:
         raise EndpointNotReady(f"endpoint not ready: service {namespace}/{name} has no ready pods yet{condition}")
+    await _refuse_pretend_pods(api, namespace, name, [e.target_ref.name for e in ready if e.target_ref is not None])
     if in_cluster:
         return Endpoint(base_url=f"http://{name}.{namespace}.svc:{SERVICE_PORT}", via_api_server=False)
     host = (api.configuration.host or "").rstrip("/")
     return Endpoint(base_url=f"{host}{service_proxy_path(namespace, name)}", via_api_server=True)
+
+
+async def _refuse_pretend_pods(api: client.ApiClient, namespace: str, workspace: str, pods: list[str]) -> None:
+    """Refuse pods on kwok's nodes that the sandbox's pod runner does not serve: kwok only pretends
+    they run, so their addresses lead nowhere and must not be dialled. Skipped when the kubeconfig's
+    user may not read nodes (a real cluster's users often may not; kwok nodes are a sandbox's)."""
+    core = client.CoreV1Api(api)
+    for pod_name in pods:
+        try:
+            pod = await core.read_namespaced_pod(pod_name, namespace, _request_timeout=API_TIMEOUT_SECONDS)
+            if not pod.spec.node_name:
+                continue
+            node = await core.read_node(pod.spec.node_name, _request_timeout=API_TIMEOUT_SECONDS)
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                continue
+            raise
+        on_kwok = constants.ANNOTATION_KWOK_NODE in (node.metadata.annotations or {})
+        served = (pod.metadata.annotations or {}).get(constants.ANNOTATION_SANDBOX_SERVED) == "true"
+        if on_kwok and not served:
+            raise EndpointNotServed(
+                f"workspace {namespace}/{workspace} is not served: its pod {pod_name} runs on kwok's simulated node "
+                f"{pod.spec.node_name}, where nothing runs (the sandbox serves only preset Workspaces' pods, "
+                "not custom templates)"
+            )
 
 
 class ApiServerRelay:
@@ -157,8 +187,8 @@ class ApiServerRelay:
             _request_timeout=self._timeout,
         )
         try:
-            if upstream.status >= 400 and "json" in upstream.headers.get("Content-Type", ""):
-                return web.json_response(_tgi_error(await upstream.json()), status=upstream.status)
+            if upstream.status >= 400:
+                return web.json_response(await _upstream_error(upstream), status=upstream.status)
             response = web.StreamResponse(
                 status=upstream.status,
                 headers={"Content-Type": upstream.headers.get("Content-Type", "application/octet-stream")},
@@ -184,11 +214,22 @@ def running_in_cluster() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(_SERVICE_ACCOUNT_TOKEN)
 
 
-def _tgi_error(payload: Any) -> Any:
+async def _upstream_error(upstream: Any) -> Any:
+    """An error answer in TGI's shape, whatever the API server or the endpoint sent (JSON or text),
+    so the client reports the status and the server's own message."""
+    if "json" in upstream.headers.get("Content-Type", ""):
+        with contextlib.suppress(ValueError, aiohttp.ContentTypeError):
+            return _tgi_error(await upstream.json(), upstream.status)
+    text = (await upstream.text()).strip() or upstream.reason or "no message"
+    return {"error": f"the API server's service proxy answered {upstream.status}: {text}", "error_type": "proxy"}
+
+
+def _tgi_error(payload: Any, status: int) -> Any:
     """A Kubernetes ``Status`` (the API server's own refusal, e.g. no endpoint to proxy to) in
     TGI's error shape, so the ``text-generation`` client reports its message; TGI errors pass."""
     if isinstance(payload, dict) and payload.get("kind") == "Status":
-        return {"error": f"the API server's service proxy answered: {payload.get('message')}", "error_type": "proxy"}
+        message = payload.get("message") or payload.get("reason") or "no message"
+        return {"error": f"the API server's service proxy answered {status}: {message}", "error_type": "proxy"}
     return payload
 
 
@@ -229,12 +270,24 @@ async def workspace_url(
 Printer = Callable[[str], None]
 
 
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """``Authorization: Bearer`` for an endpoint protected by ``kaito.sh/api-key-secret``."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 async def generate_text(
-    url: str, prompt: str, *, max_new_tokens: int, stream: bool, timeout: float, out: Printer
+    url: str,
+    prompt: str,
+    *,
+    max_new_tokens: int,
+    stream: bool,
+    timeout: float,
+    out: Printer,
+    api_key: str | None = None,
 ) -> None:
     from text_generation import AsyncClient
 
-    tgi = AsyncClient(url, timeout=int(timeout))
+    tgi = AsyncClient(url, headers=auth_headers(api_key), timeout=int(timeout))
     if stream:
         async for event in tgi.generate_stream(prompt, max_new_tokens=max_new_tokens):
             if not event.token.special:
@@ -255,6 +308,7 @@ async def chat(
     out: Printer,
     temperature: float | None = None,
     seed: int | None = None,
+    api_key: str | None = None,
 ) -> None:
     body: dict[str, Any] = {
         "model": "tgi",
@@ -268,7 +322,7 @@ async def chat(
         body["seed"] = seed
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-        session.post(f"{url.rstrip('/')}/v1/chat/completions", json=body) as response,
+        session.post(f"{url.rstrip('/')}/v1/chat/completions", json=body, headers=auth_headers(api_key)) as response,
     ):
         if response.status != 200:
             raise EndpointError(f"the endpoint answered {response.status}: {await response.text()}")
@@ -299,10 +353,17 @@ async def run(args: argparse.Namespace, out: Printer) -> None:
                 out=out,
                 temperature=args.temperature,
                 seed=args.seed,
+                api_key=args.api_key,
             )
         else:
             await generate_text(
-                url, args.prompt, max_new_tokens=args.max_new_tokens, stream=args.stream, timeout=args.timeout, out=out
+                url,
+                args.prompt,
+                max_new_tokens=args.max_new_tokens,
+                stream=args.stream,
+                timeout=args.timeout,
+                out=out,
+                api_key=args.api_key,
             )
 
     if args.url:
@@ -310,6 +371,14 @@ async def run(args: argparse.Namespace, out: Printer) -> None:
         return
     if not args.workspace:
         raise EndpointError("name a Workspace, or pass --url")
+    if args.api_key and not running_in_cluster():
+        # The API server authenticates the caller with the Authorization header and removes it
+        # before proxying, so a key cannot reach the endpoint through its service proxy.
+        raise EndpointError(
+            "an API key cannot pass through the API server's service proxy (it consumes the Authorization "
+            f"header): run `kubectl port-forward -n {args.namespace} service/{args.workspace} 8080:80` and call "
+            "again with --url http://localhost:8080"
+        )
     async with workspace_url(
         args.workspace, args.namespace, kubeconfig=args.kubeconfig, context=args.context, timeout=args.timeout
     ) as url:
@@ -350,6 +419,9 @@ def main(args: argparse.Namespace) -> int:
         return 1
     except client_errors as exc:
         print(f"error: the endpoint refused the request: {exc}", file=sys.stderr)
+        return 1
+    except aiohttp.ContentTypeError as exc:
+        print(f"error: the endpoint answered {exc.status} without a JSON body: {exc.message}", file=sys.stderr)
         return 1
     except (aiohttp.ClientError, OSError) as exc:
         print(f"error: cannot reach the endpoint: {exc}", file=sys.stderr)

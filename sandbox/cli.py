@@ -57,6 +57,13 @@ def register(sub: Any, lazy: Lazy) -> None:
         help="also run the operator (`kaito run`) against it, provisioning through the simulator (needs --aks)",
     )
     up.add_argument(
+        "--serve",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve preset pods for real: the CPU runtime with a small model, one network namespace per pod "
+        "when root (default: on with --operator)",
+    )
+    up.add_argument(
         "--wait-ready",
         type=float,
         default=0.0,

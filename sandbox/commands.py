@@ -9,6 +9,7 @@ import os
 import shlex
 import signal
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -21,14 +22,17 @@ from kubernetes_asyncio import client
 
 from kaito_operator.api import constants as c
 from kaito_operator.api.crds import all_crds
+from sandbox import pod_network
 from sandbox.binaries import BinaryError, ensure_binaries
 from sandbox.controlplane import (
+    DEFAULT_POD_CIDR,
     ControlPlane,
     ControlPlaneError,
     Profile,
     default_state_dir,
     free_port,
     http_probe,
+    is_running,
     stop_from_state,
 )
 from sandbox.kube import REQUEST_TIMEOUT, api_client_from_kubeconfig, apply_objects, install_crds, load_manifests
@@ -62,6 +66,7 @@ async def _wait_workspaces_ready(api: Any, workspaces: list[tuple[str, str]], ti
     objects = client.CustomObjectsApi(api)
     deadline = time.monotonic() + timeout
     pending = set(workspaces)
+    shown: dict[tuple[str, str], str] = {}
     print(f"waiting up to {timeout:.0f}s for {len(pending)} Workspace(s) to be ready", file=sys.stderr)
     while pending:
         for namespace, name in sorted(pending):
@@ -70,6 +75,10 @@ async def _wait_workspaces_ready(api: Any, workspaces: list[tuple[str, str]], ti
             )
             conditions = {cond["type"]: cond for cond in obj.get("status", {}).get("conditions", []) or []}
             ready = conditions.get(c.COND_WORKSPACE_READY, {})
+            message = str(ready.get("message") or "waiting for the operator")
+            if ready.get("status") != "True" and shown.get((namespace, name)) != message:
+                shown[(namespace, name)] = message  # progress: each new step the Workspace reports
+                print(f"Workspace {name}: {message}", file=sys.stderr)
             if ready.get("status") == "True":
                 pending.discard((namespace, name))
                 print(f"Workspace {name} is ready", file=sys.stderr)
@@ -80,14 +89,19 @@ async def _wait_workspaces_ready(api: Any, workspaces: list[tuple[str, str]], ti
 
 
 def _start_operator(plane: ControlPlane, env_file: Path) -> None:
-    """Run `kaito run` beside the control plane with the simulator's settings from operator.env."""
+    """Run `kaito run` beside the control plane with the simulator's settings from operator.env. Its
+    admission webhook registers itself by URL on 127.0.0.1 (allowed for admission webhooks), so the
+    sandbox refuses bad Workspaces at `kubectl apply` as a cluster with the chart does."""
 
-    health_port = free_port()
+    health_port, webhook_port = free_port(), free_port()
     environment = {**os.environ, **_read_env_file(env_file)}
     environment |= {
         "KAITO_HEALTH_PORT": str(health_port),
         "KAITO_METRICS_PORT": str(free_port()),
         "KAITO_BIND_ADDRESS": "127.0.0.1",
+        "KAITO_WEBHOOK_PORT": str(webhook_port),
+        # The path is the webhook's (kaito_operator.webhook.server.WEBHOOK_PATH, Kaito v0.1's).
+        "KAITO_WEBHOOK_URL": f"https://127.0.0.1:{webhook_port}/validate/workspace.kaito.sh",
     }
     probe = http_probe(f"http://127.0.0.1:{health_port}/readyz")
     plane.add_process("operator", [sys.executable, "-m", "kaito.cli", "run"], probe, env=environment)
@@ -166,6 +180,39 @@ def _parse_faults(raw: list[str]) -> list[dict[str, object]]:
     return faults
 
 
+SANDBOX_MODEL_CONTEXT = 4096
+"""The sandbox model's max_position_embeddings: room for every preset's max total tokens."""
+
+
+def _write_sandbox_model(plane: ControlPlane) -> Path:
+    """The small model every served pod loads: the runtime's tiny Llama (random weights)."""
+    model_dir = plane.state_dir / "model"
+    argv = [sys.executable, "-m", "model_images.runtime", "tiny-model", str(model_dir)]
+    argv += ["--max-position-embeddings", str(SANDBOX_MODEL_CONTEXT)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    if result.returncode != 0:
+        raise ControlPlaneError(f"could not write the sandbox model to {model_dir}: {result.stderr.strip()}")
+    return model_dir
+
+
+def _start_pod_runner(plane: ControlPlane, record: pod_network.NetworkRecord) -> None:
+    """Run the pod runner (sandbox/pod_runner.py) beside the control plane."""
+    print("writing the sandbox model (a tiny Llama with random weights: its answers are not text)", file=sys.stderr)
+    model_dir = _write_sandbox_model(plane)
+    argv = [sys.executable, "-m", "sandbox.pod_runner", f"--kubeconfig={plane.kubeconfig}"]
+    argv += [f"--state-dir={plane.state_dir}", f"--model={model_dir}"]
+    log = plane.log_dir / "pod-runner.log"
+    plane.add_process("pod-runner", argv, lambda: log.exists() and "serving preset pods" in log.read_text())
+    if record.mode == "namespaces":
+        where = f"each in its own network namespace with an IP from {record.pod_range}"
+    else:
+        where = (
+            f"not root, so without network namespaces: on loopback addresses from {record.pod_range}; the API "
+            "server's service proxy refuses loopback addresses, so use `kubectl port-forward` to reach them"
+        )
+    print(f"pod runner is serving preset pods ({where}); its log is {log}", file=sys.stderr)
+
+
 def up(args: argparse.Namespace) -> int:
     manifests = [Path(path) for path in args.apply]
     for manifest in manifests:
@@ -183,8 +230,27 @@ def up(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    state_dir = _state_dir(args)
+    serve = args.operator if args.serve is None else args.serve
+    if serve and args.profile != "full":
+        print("error: --serve needs --profile full (pods run on kwok's nodes)", file=sys.stderr)
+        return 2
+    record: pod_network.NetworkRecord | None = None
+    if serve and not is_running(state_dir):
+        left = pod_network.remove_all(state_dir)  # a crashed run's namespaces, links and route
+        if left:
+            print(f"removed what a previous run left: {', '.join(left)}", file=sys.stderr)
+    try:
+        record = pod_network.reserve() if serve else None
+    except pod_network.PodNetworkError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     plane = ControlPlane(
-        _state_dir(args), profile=cast(Profile, args.profile), die_with_parent=not args.exit_when_ready
+        state_dir,
+        profile=cast(Profile, args.profile),
+        die_with_parent=not args.exit_when_ready,
+        pod_cidr=record.kwok_cidr if record else DEFAULT_POD_CIDR,
+        serve_pods=serve,
     )
     stop = threading.Event()
 
@@ -194,7 +260,16 @@ def up(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        plane.start(timeout=args.timeout)
+        print(f"starting the control plane ({args.profile}) in {state_dir}", file=sys.stderr)
+        try:
+            plane.start(timeout=args.timeout)
+        finally:
+            if record is not None:
+                # start() made the folder afresh (or failed): record the range there either way, so
+                # `down` releases it.
+                state_dir.mkdir(parents=True, exist_ok=True)
+                record.save(state_dir)
+        print("control plane is up; installing the CRDs", file=sys.stderr)
         asyncio.run(_install_crds(plane))
         if args.aks:
             env_file = _start_simulator(plane, args.aks_provisioning_delay, faults)
@@ -204,9 +279,12 @@ def up(args: argparse.Namespace) -> int:
                 print(f"operator is running; its log is {plane.log_dir / 'operator.log'}", file=sys.stderr)
             else:
                 print(f"run the operator with: set -a; . {env_file}; set +a; kaito run", file=sys.stderr)
+        if record is not None:
+            _start_pod_runner(plane, record)
         asyncio.run(_apply(plane, manifests, args.wait_ready))
-    except (ControlPlaneError, BinaryError, ValueError, TimeoutError, OSError) as error:
+    except (ControlPlaneError, BinaryError, ValueError, TimeoutError, OSError, subprocess.SubprocessError) as error:
         plane.stop()
+        pod_network.remove_all(state_dir)
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"control plane ({args.profile}) is ready; logs in {plane.log_dir}", file=sys.stderr)
@@ -227,6 +305,8 @@ def up(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         plane.stop()
+        stop_from_state(plane.state_dir, remove=False)
+        pod_network.remove_all(plane.state_dir)
         stop_from_state(plane.state_dir)
         print("control plane stopped", file=sys.stderr)
 
@@ -234,10 +314,14 @@ def up(args: argparse.Namespace) -> int:
 def down(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args)
     try:
-        stopped = stop_from_state(state_dir)
-    except ControlPlaneError as error:
+        stopped = stop_from_state(state_dir, remove=False)
+        network = pod_network.remove_all(state_dir)  # after the runner: it may still be making one
+        stop_from_state(state_dir)
+    except (ControlPlaneError, pod_network.PodNetworkError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if network:
+        print(f"removed {', '.join(network)}", file=sys.stderr)
     if stopped:
         print(f"stopped {', '.join(stopped)}; removed {state_dir}", file=sys.stderr)
     else:

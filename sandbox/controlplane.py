@@ -38,7 +38,13 @@ from sandbox.pki import SERVICE_CLUSTER_IP_RANGE, Pki, write_control_plane_pki
 
 Profile = Literal["apiserver", "full"]
 PROFILES: Final[tuple[Profile, ...]] = ("apiserver", "full")
-STAGES_FILE: Final = Path(__file__).resolve().parent / "kwok" / "stages.yaml"
+KWOK_DIR: Final = Path(__file__).resolve().parent / "kwok"
+STAGES_FILE: Final = KWOK_DIR / "stages.yaml"
+PRETEND_POD_STAGES: Final = KWOK_DIR / "pods-pretend.yaml"
+SERVED_POD_STAGES: Final = KWOK_DIR / "pods-served.yaml"
+KWOK_CRDS_FILE: Final = KWOK_DIR / "crds.yaml"
+DEFAULT_POD_CIDR: Final = "10.244.0.1/16"
+"""kwok's pod IPs when nothing serves pods: addresses that exist nowhere, never to be dialled."""
 STATE_FILE: Final = "state.json"
 MARKER_FILE: Final = ".kaito-sandbox"
 """Marks a folder as a sandbox state folder: only such folders (or empty ones) are ever wiped."""
@@ -72,7 +78,7 @@ def default_state_dir() -> Path:
     return Path(base) / "kaito-py" / "sandbox"
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: ask the kernel to SIGTERM it when its parent dies.
 
     This is what stops the control plane when a test session is killed outright.
@@ -107,6 +113,11 @@ class ControlPlane:
     die_with_parent: bool = True
     """Tie the processes to this Python process (tests, foreground CLI); False leaves them running."""
     out: TextIO = field(default=sys.stderr)
+    pod_cidr: str = DEFAULT_POD_CIDR
+    """kwok's ``--cidr``: where pod IPs come from (the sandbox's own range when it serves pods)."""
+    serve_pods: bool = False
+    """Preset pods wait for the sandbox's pod runner instead of pretending to be Ready, and kwok reads
+    per-pod Logs and PortForward objects (their CRDs are installed before kwok starts)."""
     processes: list[RunningProcess] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
     pki: Pki | None = None
@@ -161,6 +172,8 @@ class ControlPlane:
             self._spawn("kube-apiserver", self._apiserver_argv(binaries))
             self._await("kube-apiserver", deadline, self._apiserver_probe("/readyz"))
             if self.profile == "full":
+                if self.serve_pods:
+                    self._install_kwok_crds(deadline)
                 self._spawn("kube-controller-manager", self._kcm_argv(binaries))
                 self._spawn("kube-scheduler", self._scheduler_argv(binaries))
                 self._spawn("kwok", self._kwok_argv(binaries))
@@ -257,7 +270,7 @@ class ControlPlane:
                 stderr=subprocess.STDOUT,
                 cwd=self.state_dir,
                 start_new_session=True,  # own process group: stopping it stops anything it forked
-                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
             )
         self.processes.append(RunningProcess(name, argv, log, process, process.pid))
 
@@ -277,6 +290,24 @@ class ControlPlane:
             if time.monotonic() > deadline:
                 raise ControlPlaneError(f"{name} was not ready in time; last lines of {proc.log}:\n{proc.tail()}")
             time.sleep(0.2)  # a health-check poll interval, not synchronisation
+
+    def _install_kwok_crds(self, deadline: float) -> None:
+        """Create kwok's Logs and PortForward CRDs and wait until they are served (kwok watches them
+        from its start)."""
+        pki = self._started_pki()
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+        base = f"{self.server}/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        names = []
+        for crd in yaml.safe_load_all(KWOK_CRDS_FILE.read_text()):
+            request = urllib.request.Request(
+                base, data=json.dumps(crd).encode(), headers={"Content-Type": "application/json"}, method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=10, context=context) as response:
+                response.read()
+            names.append(crd["metadata"]["name"])
+        for name in names:
+            self._await("kube-apiserver", deadline, _established_probe(f"{base}/{name}", context))
 
     def _started_pki(self) -> Pki:
         if self.pki is None:
@@ -371,12 +402,16 @@ class ControlPlane:
             str(b.kwok),
             f"--kubeconfig={self.kubeconfig}",
             f"--config={STAGES_FILE}",
+            f"--config={SERVED_POD_STAGES if self.serve_pods else PRETEND_POD_STAGES}",
             "--manage-all-nodes=true",
             "--node-ip=127.0.0.1",
             f"--node-port={port}",
+            # kwok serves HTTP and HTTPS (a self-signed certificate, which the API server does not
+            # check) on one port: the API server's pods/log and pods/portforward come here.
             f"--server-address=127.0.0.1:{port}",
-            "--cidr=10.244.0.1/16",
+            f"--cidr={self.pod_cidr}",
             "--node-lease-duration-seconds=40",
+            *(["--enable-crds=Logs,PortForward"] if self.serve_pods else []),
         ]
 
     # --- files ----------------------------------------------------------------------------
@@ -431,6 +466,20 @@ def http_probe(url: str, context: ssl.SSLContext | None = None) -> Callable[[], 
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError, ssl.SSLError):
             return False
+
+    return probe
+
+
+def _established_probe(url: str, context: ssl.SSLContext) -> Callable[[], bool]:
+    """A readiness check: True once the CRD at ``url`` has condition Established=True."""
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                conditions = json.loads(response.read()).get("status", {}).get("conditions") or []
+        except (urllib.error.URLError, OSError, ssl.SSLError, ValueError):
+            return False
+        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
     return probe
 

@@ -49,6 +49,7 @@ class OperatorProcess:
         self.metrics_port, self.health_port = free_port(), free_port()
         environment = {
             **os.environ,
+            "KAITO_WEBHOOK_PORT": "0",
             **self._environment,
             "KAITO_METRICS_PORT": str(self.metrics_port),
             "KAITO_HEALTH_PORT": str(self.health_port),

@@ -32,8 +32,17 @@ LABEL_AGENTPOOL: Final = "agentpool"
 LABEL_ZONE: Final = "topology.kubernetes.io/zone"
 
 ANNOTATION_ENABLE_LB: Final = "kaito.sh/enablelb"
+ANNOTATION_API_KEY_SECRET: Final = "kaito.sh/api-key-secret"
+"""Names a Secret in the Workspace's namespace whose key ``api-key`` protects the endpoint: the
+server then answers only requests with ``Authorization: Bearer <that key>`` (health and metrics
+stay open for probes and scrapers)."""
+API_KEY_SECRET_KEY: Final = "api-key"
 ANNOTATION_RUNTIME: Final = "kaito.sh/runtime"
 ANNOTATION_NODE_IMAGE_FAMILY: Final = "kaito.sh/node-image-family"
+ANNOTATION_SANDBOX_SERVED: Final = "sandbox.kaito.sh/served"
+"""Set on a pod by the sandbox's pod runner once it serves the pod for real (kwok runs nothing)."""
+ANNOTATION_KWOK_NODE: Final = "kwok.x-k8s.io/node"
+"""kwok's annotation on the nodes it plays the kubelet of (value ``fake``)."""
 
 PROVISIONER_NAME_DEFAULT: Final = "default"
 GPU_RESOURCE: Final = "nvidia.com/gpu"

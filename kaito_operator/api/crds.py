@@ -3,8 +3,12 @@ server's schema cannot drift apart. ``kaito crds`` prints them; ``kaito crds --w
 helm/kaito/crds/.
 
 Pydantic emits JSON Schema; Kubernetes wants a *structural* OpenAPI v3 subset: no ``$ref``, no
-``null`` types, no ``title``, every node typed. ``structural()`` does that translation, and
-``_workspace_rules`` adds the CEL rules (x-kubernetes-validations) for what a schema cannot say.
+``null`` types, no ``title``, every node typed. ``structural()`` does that translation.
+
+The Workspace CRD carries structure only: no CEL rules. Kaito's rules, immutability included, are
+the validating webhook's (kaito_operator/workspace/validation.py), which compares values by meaning;
+CEL's ``self == oldSelf`` compared serialisations and refused updates that changed nothing
+(``presetOptions: {}`` added by a client that writes empty structs).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from kaito_operator.api.machine import Machine
 from kaito_operator.api.workspace import Workspace
 
 _DROP_KEYS = {"title", "$defs"}
-IMMUTABLE = "field is immutable"
 
 
 def structural(model: type[BaseModel]) -> dict[str, Any]:
@@ -79,43 +82,13 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
-def _workspace_rules(schema: dict[str, Any]) -> dict[str, Any]:
+def _workspace_shape(schema: dict[str, Any]) -> dict[str, Any]:
     props = schema["properties"]
     props["metadata"] = {"type": "object"}
     props.pop("apiVersion", None)
     props.pop("kind", None)
     props["apiVersion"] = {"type": "string", "description": "kaito.sh/v1alpha1"}
     props["kind"] = {"type": "string", "description": "Workspace"}
-    resource = props["resource"]["properties"]
-    for field in ("count", "instanceType", "labelSelector"):
-        resource[field].setdefault("x-kubernetes-validations", []).append(
-            {"rule": "self == oldSelf", "message": IMMUTABLE}
-        )
-    inference = props["inference"]
-    inference["x-kubernetes-validations"] = [
-        {"rule": "has(self.preset) || has(self.template)", "message": "Preset or Template must be specified"},
-        {
-            "rule": "!(has(self.preset) && has(self.template))",
-            "message": "Preset and Template cannot be set at the same time",
-        },
-        {
-            "rule": "has(self.template) == has(oldSelf.template)",
-            "message": "field cannot be unset/set if it was set/unset",
-            "fieldPath": ".template",
-        },
-    ]
-    preset = inference["properties"]["preset"]
-    preset["x-kubernetes-validations"] = [
-        {"rule": "self == oldSelf", "message": IMMUTABLE},
-        {
-            "rule": (
-                "self.accessMode != 'private' || "
-                "(has(self.presetOptions) && has(self.presetOptions.image) && self.presetOptions.image != '')"
-            ),
-            "message": "When AccessMode is private, an image must be provided in PresetOptions",
-            "fieldPath": ".presetOptions.image",
-        },
-    ]
     return schema
 
 
@@ -124,7 +97,7 @@ def _condition_column(name: str) -> dict[str, Any]:
 
 
 def workspace_crd() -> dict[str, Any]:
-    schema = _workspace_rules(structural(Workspace))
+    schema = _workspace_shape(structural(Workspace))
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -152,6 +125,8 @@ def workspace_crd() -> dict[str, Any]:
                         _condition_column(c.COND_INFERENCE_READY),
                         _condition_column(c.COND_WORKSPACE_READY),
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        # Ours, after Kaito v0.1's columns: shown by `kubectl get -o wide`.
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1},
                     ],
                     "schema": {"openAPIV3Schema": schema},
                 }

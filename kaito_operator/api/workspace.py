@@ -24,6 +24,14 @@ PRESET_NAMES: Final = (
     "llama-2-13b-chat",
     "llama-2-70b",
     "llama-2-70b-chat",
+    "llama-3.1-8b-instruct",
+    "llama-3.2-3b-instruct",
+    "llama-3.3-70b-instruct",
+    "mistral-7b-instruct-v0.3",
+    "phi-3.5-mini-instruct",
+    "phi-4",
+    "qwen2.5-7b-instruct",
+    "qwen2.5-coder-7b-instruct",
 )
 PresetName = Literal[
     "falcon-7b",
@@ -36,9 +44,36 @@ PresetName = Literal[
     "llama-2-13b-chat",
     "llama-2-70b",
     "llama-2-70b-chat",
+    "llama-3.1-8b-instruct",
+    "llama-3.2-3b-instruct",
+    "llama-3.3-70b-instruct",
+    "mistral-7b-instruct-v0.3",
+    "phi-3.5-mini-instruct",
+    "phi-4",
+    "qwen2.5-7b-instruct",
+    "qwen2.5-coder-7b-instruct",
 ]
 
 DEFAULT_INSTANCE_TYPE: Final = "Standard_NC12s_v3"
+
+# status.phase, in the order a Workspace goes through them (docs/workspace-controller.md, "Phase").
+PHASE_WAITING_FOR_AGENT_POOL: Final = "WaitingForAgentPool"
+PHASE_NODE_JOINING: Final = "NodeJoining"
+PHASE_SCHEDULING: Final = "Scheduling"
+PHASE_PULLING_IMAGE: Final = "PullingImage"
+PHASE_LOADING_MODEL: Final = "LoadingModel"
+PHASE_SERVING: Final = "Serving"
+PHASE_FAILED: Final = "Failed"
+PHASE_DELETING: Final = "Deleting"
+PHASES: Final = (
+    PHASE_WAITING_FOR_AGENT_POOL,
+    PHASE_NODE_JOINING,
+    PHASE_SCHEDULING,
+    PHASE_PULLING_IMAGE,
+    PHASE_LOADING_MODEL,
+    PHASE_SERVING,
+)
+"""The phases of a Workspace on its way to serving, in order; Failed and Deleting can follow any."""
 
 
 class ResourceSpec(KubeModel):
@@ -79,12 +114,16 @@ class PresetOptions(KubeModel):
 
 
 class PresetSpec(KubeModel):
-    name: PresetName = Field(description="The preset model to serve, e.g. falcon-7b. Immutable.")
-    access_mode: Literal["public", "private"] = Field(
+    # A plain string, not an enum: the webhook answers an unknown name with Kaito's message.
+    name: str = Field(
+        description=f"The preset model to serve, one of {', '.join(PRESET_NAMES)} (case-insensitive). Immutable."
+    )
+    access_mode: Literal["public", "private", ""] = Field(
         default="public",
         description=(
             "public: the project's published image for the preset. private: the image in "
-            "presetOptions.image (for gated models such as llama-2 that users build themselves)."
+            "presetOptions.image (for gated models such as llama-2 that users build themselves). "
+            "An empty value means public."
         ),
     )
     preset_options: PresetOptions | None = Field(
@@ -118,6 +157,21 @@ class WorkspaceStatus(KubeModel):
             "MachineReady, ResourceReady, InferenceReady, WorkspaceReady and WorkspaceDeleting, "
             "with reasons and messages."
         ),
+    )
+    phase: str | None = Field(
+        default=None,
+        description=(
+            "Where the workspace is: WaitingForAgentPool, NodeJoining, Scheduling, PullingImage, "
+            "LoadingModel, Serving (in that order), or Failed (see the conditions' messages) or Deleting."
+        ),
+    )
+    nodes_expected_ready_time: str | None = Field(
+        default=None,
+        description=(
+            "While nodes are provisioned: when they should be Ready (RFC 3339), from the median time "
+            "this operator has seen Machines of the instance type take. Absent when unknown."
+        ),
+        json_schema_extra={"format": "date-time"},
     )
 
 

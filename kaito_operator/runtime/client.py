@@ -263,7 +263,9 @@ class KubeClient:
     ) -> dict[str, Any]:
         """POST to a subresource, e.g. a Pod's ``eviction`` (a policy/v1 Eviction, which the API server
         refuses with 429 while a PodDisruptionBudget forbids it)."""
-        return await self._call("create", "POST", kind, kind.path(namespace, name, subresource), body=body)
+        return await self._call(
+            "create", "POST", kind, kind.path(namespace, name, subresource), body=body, subresource=subresource
+        )
 
     async def replace(self, kind: ResourceKind, obj: dict[str, Any]) -> dict[str, Any]:
         """PUT the whole object; with metadata.resourceVersion set, a concurrent change is a 409."""
@@ -278,11 +280,15 @@ class KubeClient:
         field_manager: str,
         subresource: str | None = None,
         force: bool = True,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
-        """Server-side apply: ``obj`` is the full intent of ``field_manager`` for this object."""
+        """Server-side apply: ``obj`` is the full intent of ``field_manager`` for this object.
+        ``dry_run``: validate and default it (admission included) without storing anything."""
         meta = obj["metadata"]
         path = kind.path(meta.get("namespace"), meta["name"], subresource)
         query = [("fieldManager", field_manager), ("force", "true" if force else "false")]
+        if dry_run:
+            query.append(("dryRun", "All"))
         return await self._call(
             "apply",
             "PATCH",

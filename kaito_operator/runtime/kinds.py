@@ -64,3 +64,7 @@ NAMESPACE: Final = ResourceKind("", "v1", "Namespace", "namespaces", namespaced=
 DEPLOYMENT: Final = ResourceKind("apps", "v1", "Deployment", "deployments", namespaced=True)
 STATEFULSET: Final = ResourceKind("apps", "v1", "StatefulSet", "statefulsets", namespaced=True)
 LEASE: Final = ResourceKind("coordination.k8s.io", "v1", "Lease", "leases", namespaced=True)
+SECRET: Final = ResourceKind("", "v1", "Secret", "secrets", namespaced=True)
+VALIDATING_WEBHOOK_CONFIGURATION: Final = ResourceKind(
+    "admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", False
+)

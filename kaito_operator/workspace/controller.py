@@ -16,8 +16,11 @@ One reconcile, level-triggered and idempotent:
 5. Apply the Service always and the Deployment once the nodes are ready (or when it already
    exists), by server-side apply when the rendered intent changed; otherwise compare the live
    object with the intent (runtime/drift.py) and patch back only the fields someone changed.
-6. Compute every condition from what was observed (status.py) and write the status subresource
-   only when something changed; a phase transition is also a Kubernetes Event.
+6. Compute every condition and the phase from what was observed (status.py: Machines, nodes, the
+   Deployment, its pods) and write the status subresource only when something changed; a
+   condition's transition is also a Kubernetes Event. While Machines are provisioned, the status
+   says when they should be Ready, from the creation → Ready durations this operator has seen
+   (estimate.py, learnt from the Machine watch).
 A write the API server refuses (403 Forbidden, 422 Invalid: RBAC, an admission policy, a quota)
 becomes a False condition with the server's message, looked at again after ``refused_retry``
 seconds, not retried with backoff. Nothing here waits: everything that takes time is a watched object.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -34,8 +38,6 @@ from pydantic import ValidationError
 from kaito_operator.api import constants as c
 from kaito_operator.api.kinds import MACHINE, WORKSPACE
 from kaito_operator.api.workspace import Workspace
-from kaito_operator.presets import catalog
-from kaito_operator.presets.fit import check_fit
 from kaito_operator.runtime.client import KubeClient
 from kaito_operator.runtime.clock import Clock
 from kaito_operator.runtime.controller import Controller, Result
@@ -43,26 +45,43 @@ from kaito_operator.runtime.drift import find_drift, restore_patch
 from kaito_operator.runtime.errors import ApiError, PermanentError, TransientError
 from kaito_operator.runtime.events import EventRecorder
 from kaito_operator.runtime.informer import Informer, WatchEvent
-from kaito_operator.runtime.kinds import DEPLOYMENT, NODE, SERVICE, ObjectKey, ResourceKind, key_of
+from kaito_operator.runtime.kinds import DEPLOYMENT, NODE, POD, SERVICE, ObjectKey, ResourceKind, key_of
 from kaito_operator.runtime.manager import Manager
 from kaito_operator.runtime.mapping import Mapper, map_by_labels, map_to_owner
-from kaito_operator.workspace.machines import MachineState, machine_state, render_machine
+from kaito_operator.workspace.dry_run import dry_run_workload
+from kaito_operator.workspace.estimate import ProvisioningEstimator
+from kaito_operator.workspace.machines import (
+    MachineState,
+    instance_type,
+    machine_state,
+    provisioning_seconds,
+    render_machine,
+)
 from kaito_operator.workspace.names import FIELD_MANAGER, machine_names, workload_name
 from kaito_operator.workspace.nodes import is_candidate, node_is_ready, node_labels, node_name, select_nodes
-from kaito_operator.workspace.service import render_service
+from kaito_operator.workspace.pods import is_terminating, pod_state
+from kaito_operator.workspace.service import (
+    PUBLIC_WITHOUT_KEY_MESSAGE,
+    render_service,
+    unprotected_public_endpoint,
+)
 from kaito_operator.workspace.status import (
     Observation,
     compute_conditions,
+    compute_phase,
+    expected_ready_field,
     merge_conditions,
     status_changed,
     transitions,
 )
+from kaito_operator.workspace.validation import Limits, describe, validate_create
 from kaito_operator.workspace.workload import RenderOptions, render_workload, rendered_hash
 
 log = logging.getLogger(__name__)
 
 CONTROLLER_NAME: Final = "workspace"
 MACHINES_BY_WORKSPACE: Final = "workspace"
+PODS_BY_WORKSPACE: Final = "workspace"
 CHILD_SELECTOR: Final = c.LABEL_WORKSPACE  # "has the label": only the children we made
 PHASE_CONDITIONS: Final = frozenset(
     {c.COND_RESOURCE_READY, c.COND_INFERENCE_READY, c.COND_WORKSPACE_READY, c.COND_WORKSPACE_DELETING}
@@ -76,6 +95,12 @@ def _machine_index(machine: dict[str, Any]) -> list[str]:
     labels = node_labels(machine)
     name, namespace = labels.get(c.LABEL_WORKSPACE), labels.get(c.LABEL_WORKSPACE_NAMESPACE)
     return [f"{namespace}/{name}"] if name and namespace else []
+
+
+def _pod_index(pod: dict[str, Any]) -> list[str]:
+    meta = pod.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(c.LABEL_WORKSPACE)
+    return [f"{meta.get('namespace')}/{name}"] if name else []
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
@@ -108,17 +133,23 @@ class WorkspaceReconciler:
         nodes: Informer,
         deployments: Informer,
         services: Informer,
+        pods: Informer,
         recorder: EventRecorder,
         clock: Clock,
         options: RenderOptions,
+        limits: Limits | None = None,
         refused_retry: float = REFUSED_RETRY_SECONDS,
+        estimator: ProvisioningEstimator | None = None,
     ) -> None:
         self._client = client
+        self._limits = limits or Limits()
         self._workspaces = workspaces
         self._machines = machines
         self._nodes = nodes
         self._deployments = deployments
         self._services = services
+        self._pods = pods
+        self._estimator = estimator or ProvisioningEstimator()
         self._recorder = recorder
         self._clock = clock
         self._options = options
@@ -128,12 +159,34 @@ class WorkspaceReconciler:
         # woken before their watch event neither recreates them nor forgets to delete them. Any
         # event about a name (added, changed, deleted) hands it over to the cache.
         self._created: dict[ObjectKey, set[str]] = {}
+        self._measured: set[str] = set()  # UIDs of the Machines whose provisioning time was recorded
         machines.add_handler(self._machine_seen)
+        pods.add_indexer(PODS_BY_WORKSPACE, _pod_index)
 
     def _machine_seen(self, event: WatchEvent) -> None:
         key = _machine_workspace(event.obj)
         if key is not None and key in self._created:
             self._created[key].discard(_meta(event.obj).get("name") or "")
+        if key is not None:
+            self._measure(event)
+
+    def _measure(self, event: WatchEvent) -> None:
+        """Each Machine of ours counts once, when first seen Ready: creation → Ready's transition.
+
+        Not only Ready transitions seen live: a writer sharing the informer (the provisioner)
+        writes its update through to the cache, so the watch event's ``old`` may already be Ready.
+        """
+        uid = str(_meta(event.obj).get("uid") or "")
+        if event.type == "DELETED":
+            self._measured.discard(uid)
+            return
+        if not uid or uid in self._measured:
+            return
+        seconds = provisioning_seconds(event.obj)
+        machine_type = instance_type(event.obj)
+        if seconds is not None and machine_type:
+            self._measured.add(uid)
+            self._estimator.observe(machine_type, seconds)
 
     # --- entry point -------------------------------------------------------------------------------
     async def reconcile(self, key: ObjectKey) -> Result:
@@ -147,6 +200,11 @@ class WorkspaceReconciler:
         try:
             workspace = Workspace.model_validate(obj)
         except ValidationError as error:
+            # Admitted while the webhook was down: say why on the object, as the webhook would have.
+            problem = self._spec_problem(obj) or f"the workspace cannot be read: {error}"
+            await self._write_status(
+                obj, Observation(generation=self._generation(obj), count=0, spec_problem=problem), []
+            )
             raise PermanentError(f"workspace {key} cannot be read: {error}") from error
         if c.WORKSPACE_FINALIZER not in (_meta(obj).get("finalizers") or []):
             obj = await self._add_finalizer(key, obj)
@@ -219,15 +277,17 @@ class WorkspaceReconciler:
     async def _sync(self, key: ObjectKey, obj: dict[str, Any], workspace: Workspace) -> Result:
         generation = self._generation(obj)
         count = workspace.resource.count
-        problem = self._spec_problem(workspace)
-        if problem is not None:
-            await self._write_status(obj, Observation(generation=generation, count=count, spec_problem=problem), [])
-            raise PermanentError(problem)
-
+        problem = self._spec_problem(obj)
         machines = [machine_state(m) for m in self._machines_of(key)]
         # The node of a Machine being deleted is about to go: replace it now, not once it is gone.
         leaving = {m.node_name for m in machines if m.deleting and m.node_name}
         selected = select_nodes((n for n in self._nodes.store.list() if node_name(n) not in leaving), workspace)
+        if problem is None and len(selected) < count and not machines:
+            problem = await self._template_problem(key, workspace)
+        if problem is not None:
+            await self._write_status(obj, Observation(generation=generation, count=count, spec_problem=problem), [])
+            raise PermanentError(problem)
+
         errors: list[ApiError] = []
         refusals: list[ApiError] = []  # retrying the same write cannot help: a slow look, no backoff
         resource_error: str | None = None
@@ -241,10 +301,15 @@ class WorkspaceReconciler:
         inference_error: str | None = None
         inference_failure: str | None = None
         try:
-            await self._ensure_child(SERVICE, self._services, render_service(workspace), workspace)
+            applied_service = await self._ensure_child(SERVICE, self._services, render_service(workspace), workspace)
         except ApiError as error:
+            applied_service = None
             (refusals if error.refused else errors).append(error)
             inference_error = f"applying service: {error.api_message or error}"
+        if applied_service is not None and unprotected_public_endpoint(workspace):
+            # Said when the public Service is written (created or changed), not on every reconcile:
+            # each repeat of an Event is one more API write.
+            await self._recorder.warning(obj, "PublicEndpointWithoutAPIKey", PUBLIC_WITHOUT_KEY_MESSAGE)
 
         desired: dict[str, Any] | None = None
         try:
@@ -272,6 +337,8 @@ class WorkspaceReconciler:
             resource_error=resource_error,
             inference_error=inference_error,
             inference_failure=inference_failure,
+            pods=tuple(pod_state(p) for p in self._pods_of(key) if not is_terminating(p)),
+            nodes_expected_ready=self._nodes_expected_ready(workspace, machines, selected),
             **self._workload_view(current, rendered_hash(desired)),
         )
         await self._write_status(obj, observation, selected)
@@ -284,12 +351,35 @@ class WorkspaceReconciler:
             raise PermanentError(inference_failure)
         return Result()
 
-    def _spec_problem(self, workspace: Workspace) -> str | None:
-        preset = workspace.inference.preset
-        if preset is None:
+    def _nodes_expected_ready(
+        self, workspace: Workspace, machines: list[MachineState], selected: list[str]
+    ) -> datetime | None:
+        """When the last Machine still on its way should be Ready; None when any is unknown."""
+        pending = [m for m in machines if not m.deleting and not m.ready and m.node_name not in selected]
+        estimates = [
+            self._estimator.expected_ready(m.instance_type or workspace.resource.instance_type, m.created)
+            for m in pending
+            if m.created is not None
+        ]
+        if not pending or len(estimates) < len(pending) or any(e is None for e in estimates):
             return None
-        problems = check_fit(catalog.get(preset.name), workspace.resource.instance_type, workspace.resource.count)
-        return "; ".join(p.message for p in problems) or None
+        return max(e for e in estimates if e is not None)
+
+    def _spec_problem(self, obj: dict[str, Any]) -> str | None:
+        """The admission rules (validation.py), so what slipped past the webhook fails the same way."""
+        return describe(validate_create(obj, self._limits)) or None
+
+    async def _template_problem(self, key: ObjectKey, workspace: Workspace) -> str | None:
+        """Before the first Machine of a custom template: would its Deployment be accepted at all?"""
+        if workspace.inference.template is None:
+            return None
+        if self._deployments.store.get(ObjectKey(key.namespace, workload_name(key.name))) is not None:
+            return None
+        try:
+            problem = await dry_run_workload(self._client, workspace, self._options)
+        except ValueError as error:
+            return f"cannot render the workload: {error}"
+        return str(problem) if problem is not None else None
 
     async def _ensure_machines(
         self,
@@ -387,17 +477,29 @@ class WorkspaceReconciler:
     def _machines_of(self, key: ObjectKey) -> list[dict[str, Any]]:
         return self._machines.store.by_index(MACHINES_BY_WORKSPACE, f"{key.namespace}/{key.name}")
 
+    def _pods_of(self, key: ObjectKey) -> list[dict[str, Any]]:
+        return self._pods.store.by_index(PODS_BY_WORKSPACE, f"{key.namespace}/{key.name}")
+
     async def _write_status(
         self, obj: dict[str, Any], observation: Observation, worker_nodes: list[str] | None
     ) -> None:
         current = obj.get("status") or {}
+        computed = compute_conditions(observation)
         conditions = merge_conditions(
             current.get("conditions") or [],
-            compute_conditions(observation),
+            computed,
             generation=observation.generation,
             now=self._clock.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
-        desired: dict[str, Any] = {"conditions": conditions}
+        phase = compute_phase(observation, computed)
+        desired: dict[str, Any] = {
+            "conditions": conditions,
+            "phase": phase,
+            # None removes the field (merge patch): no estimate once the nodes are there.
+            "nodesExpectedReadyTime": expected_ready_field(
+                current.get("nodesExpectedReadyTime"), observation.nodes_expected_ready, phase
+            ),
+        }
         desired["workerNodes"] = sorted(worker_nodes) if worker_nodes is not None else current.get("workerNodes")
         if not status_changed(current, desired):
             return
@@ -422,6 +524,17 @@ class WorkspaceReconciler:
 
 
 # --- wiring --------------------------------------------------------------------------------------
+def _pod_stage_changed(event: WatchEvent) -> bool:
+    """Pods change status often (kubelet heartbeats, restarts counted); only their step matters."""
+    if event.type == "SYNC":
+        return False
+    if event.type != "MODIFIED" or event.old is None:
+        return True
+    return pod_state(event.obj).stage != pod_state(event.old).stage or is_terminating(event.obj) != is_terminating(
+        event.old
+    )
+
+
 def _node_changed(event: WatchEvent) -> bool:
     """Node heartbeats change nothing we look at; readiness, labels and schedulability do."""
     if event.type == "SYNC":
@@ -483,9 +596,11 @@ def workspace_controller(
     *,
     recorder: EventRecorder,
     options: RenderOptions,
+    limits: Limits | None = None,
     concurrency: int | None = None,
     reconcile_timeout: float = 120.0,
     refused_retry: float = REFUSED_RETRY_SECONDS,
+    estimator: ProvisioningEstimator | None = None,
 ) -> Controller:
     """Build the workspace controller on the manager's shared informers and register it."""
     workspaces = manager.informer(WORKSPACE)
@@ -493,6 +608,7 @@ def workspace_controller(
     nodes = manager.informer(NODE)
     deployments = manager.informer(DEPLOYMENT, label_selector=CHILD_SELECTOR)
     services = manager.informer(SERVICE, label_selector=CHILD_SELECTOR)
+    pods = manager.informer(POD, label_selector=CHILD_SELECTOR)
     reconciler = WorkspaceReconciler(
         manager.client,
         workspaces=workspaces,
@@ -500,10 +616,13 @@ def workspace_controller(
         nodes=nodes,
         deployments=deployments,
         services=services,
+        pods=pods,
         recorder=recorder,
         clock=manager.clock,
         options=options,
+        limits=limits,
         refused_retry=refused_retry,
+        estimator=estimator,
     )
     controller = manager.controller(
         CONTROLLER_NAME, reconciler, concurrency=concurrency, reconcile_timeout=reconcile_timeout
@@ -512,5 +631,6 @@ def workspace_controller(
     controller.watch(machines, map_by_labels(c.LABEL_WORKSPACE, c.LABEL_WORKSPACE_NAMESPACE))
     controller.watch(deployments, map_to_owner(WORKSPACE))
     controller.watch(services, map_to_owner(WORKSPACE))
+    controller.watch(pods, map_by_labels(c.LABEL_WORKSPACE), predicate=_pod_stage_changed)
     controller.watch(nodes, _workspaces_for_node(workspaces), predicate=_node_changed)
     return controller

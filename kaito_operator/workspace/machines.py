@@ -10,6 +10,7 @@ them instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from kaito_operator.api import constants as c
@@ -83,6 +84,10 @@ class MachineState:
     deleting: bool
     failure: tuple[str, str] | None
     """(reason, message) when the provisioner reports that the Machine failed."""
+    launched: bool = False
+    """The provisioner has its cloud resource (an agent pool): what remains is the node joining."""
+    created: datetime | None = None
+    instance_type: str | None = None
 
 
 def _conditions(machine: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -105,4 +110,38 @@ def machine_state(machine: dict[str, Any]) -> MachineState:
         ready=ready.get("status") == "True",
         deleting=bool(meta.get("deletionTimestamp")),
         failure=failure,
+        launched=launched.get("status") == "True",
+        created=parse_time(meta.get("creationTimestamp")),
+        instance_type=instance_type(machine),
     )
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A Kubernetes timestamp (RFC 3339, ``Z``), None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def instance_type(machine: dict[str, Any]) -> str | None:
+    """The VM size the Machine asks for (its single-valued instance-type requirement)."""
+    for requirement in (machine.get("spec") or {}).get("requirements") or []:
+        values = requirement.get("values") or []
+        if requirement.get("key") == c.LABEL_INSTANCE_TYPE and requirement.get("operator") == "In" and len(values) == 1:
+            return str(values[0])
+    return None
+
+
+def provisioning_seconds(machine: dict[str, Any]) -> float | None:
+    """Seconds from the Machine's creation to its Ready condition turning True, None if not Ready."""
+    ready = _conditions(machine).get(c.COND_READY) or {}
+    if ready.get("status") != "True":
+        return None
+    created = parse_time((machine.get("metadata") or {}).get("creationTimestamp"))
+    became_ready = parse_time(ready.get("lastTransitionTime"))
+    if created is None or became_ready is None:
+        return None
+    return (became_ready - created).total_seconds()

@@ -9,6 +9,11 @@ Condition types, the True/False reasons and Kaito's messages are Kaito v0.1's (k
 Kaito blocked until a step finished and so never had an "in progress" state; here an unfinished
 step is ``Unknown`` with a ``...Pending`` reason, and ``False`` always means something failed.
 A Machine's failure is passed through with the provisioner's own reason and message.
+
+``compute_phase`` says in one word where the Workspace is (``PHASES``, in the order a Workspace
+goes through them), from the same observation plus the Machines' and pods' progress; while nodes
+are being provisioned, ``nodes_expected_ready`` (from the estimator) becomes
+``status.nodesExpectedReadyTime``, rewritten only when it moves by ``ESTIMATE_STEP`` or more.
 """
 
 from __future__ import annotations
@@ -16,10 +21,22 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from kaito_operator.api import constants as c
-from kaito_operator.workspace.machines import MachineState
+from kaito_operator.api.workspace import (
+    PHASE_DELETING,
+    PHASE_FAILED,
+    PHASE_LOADING_MODEL,
+    PHASE_NODE_JOINING,
+    PHASE_PULLING_IMAGE,
+    PHASE_SCHEDULING,
+    PHASE_SERVING,
+    PHASE_WAITING_FOR_AGENT_POOL,
+)
+from kaito_operator.workspace.machines import MachineState, parse_time
+from kaito_operator.workspace.pods import PodStage, PodState
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -52,6 +69,16 @@ MESSAGE_DELETING: Final = "workspace is being deleted"
 REASON_RESOURCE_PENDING: Final = "workspaceResourcePending"
 REASON_INFERENCE_PENDING: Final = "WorkspaceInferencePending"
 REASON_WORKSPACE_PENDING: Final = "workspacePending"
+
+ESTIMATE_STEP: Final = timedelta(seconds=15)
+"""A new estimate closer than this to the stored one is not written (no write per reconcile)."""
+_STAGE_PHASE: Final = {
+    PodStage.SCHEDULING: PHASE_SCHEDULING,
+    PodStage.STARTING: PHASE_PULLING_IMAGE,
+    PodStage.LOADING: PHASE_LOADING_MODEL,
+    # Every pod Ready but the workload not yet counted as such (its controller has not caught up).
+    PodStage.READY: PHASE_LOADING_MODEL,
+}
 
 _REASON_CHARS = re.compile(r"[^A-Za-z0-9_,:]")
 _MAX_MESSAGE = 32768
@@ -88,6 +115,10 @@ class Observation:
     """An error met while applying the workload or the Service."""
     inference_failure: str | None = field(default=None)
     """Why the workload's pods cannot start (e.g. the API server rejected the template)."""
+    pods: tuple[PodState, ...] = ()
+    """The workload's pods (not those terminating)."""
+    nodes_expected_ready: datetime | None = None
+    """When the Machines being provisioned should be Ready, from the durations observed so far."""
 
 
 def sanitize_reason(reason: str) -> str:
@@ -177,6 +208,39 @@ def compute_conditions(obs: Observation) -> list[ConditionValue]:
     return [machine, resource, inference, workspace]
 
 
+def compute_phase(obs: Observation, conditions: Sequence[ConditionValue]) -> str:
+    """Where the Workspace is, given the conditions ``compute_conditions`` derived from ``obs``."""
+    status = {cond.type: cond.status for cond in conditions}
+    if obs.deleting:
+        return PHASE_DELETING
+    if "False" in status.values():
+        return PHASE_FAILED
+    if status.get(c.COND_WORKSPACE_READY) == "True":
+        return PHASE_SERVING
+    if status.get(c.COND_RESOURCE_READY) != "True":
+        active = [m for m in obs.machines if not m.deleting]
+        # Fewer Machines than missing nodes: some are still to be made, their pools not asked for.
+        missing = obs.count - len(obs.selected_nodes)
+        pending = [m for m in active if m.node_name is None or m.node_name not in obs.selected_nodes]
+        if len(pending) < missing or any(not m.launched for m in pending):
+            return PHASE_WAITING_FOR_AGENT_POOL
+        return PHASE_NODE_JOINING
+    if len(obs.pods) < obs.count:
+        return PHASE_SCHEDULING
+    slowest = min(pod.stage for pod in obs.pods)
+    return _STAGE_PHASE[slowest]
+
+
+def expected_ready_field(current: str | None, estimate: datetime | None, phase: str) -> str | None:
+    """``status.nodesExpectedReadyTime``: kept while nodes are provisioned, moved only by a real step."""
+    if estimate is None or phase not in (PHASE_WAITING_FOR_AGENT_POOL, PHASE_NODE_JOINING):
+        return None
+    stored = parse_time(current)
+    if stored is not None and abs(stored - estimate) < ESTIMATE_STEP:
+        return current
+    return estimate.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def merge_conditions(
     existing: Sequence[dict[str, Any]], desired: Sequence[ConditionValue], *, generation: int, now: str
 ) -> list[dict[str, Any]]:
@@ -211,9 +275,12 @@ def _comparable(conditions: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 
 def status_changed(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
-    """True when conditions (ignoring transition times) or the sorted worker nodes differ."""
+    """True when conditions (ignoring transition times), the phase, the estimate or the sorted worker
+    nodes differ."""
     current = current or {}
     if _comparable(current.get("conditions") or []) != _comparable(desired.get("conditions") or []):
+        return True
+    if any(current.get(name) != desired.get(name) for name in ("phase", "nodesExpectedReadyTime")):
         return True
     return sorted(current.get("workerNodes") or []) != sorted(desired.get("workerNodes") or [])
 

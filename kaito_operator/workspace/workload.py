@@ -28,8 +28,8 @@ from kaito_operator.api.kinds import WORKSPACE
 from kaito_operator.api.workspace import Workspace
 from kaito_operator.presets import catalog
 from kaito_operator.presets.catalog import Preset
+from kaito_operator.presets.serving import TgiSettings, tgi_settings
 from kaito_operator.runtime.kinds import DEPLOYMENT
-from kaito_operator.vm_sizes import lookup
 from kaito_operator.workspace.names import workload_name
 from kaito_operator.workspace.selectors import node_requirements
 
@@ -44,6 +44,9 @@ PROBE_PERIOD_SECONDS: Final = 10
 SHM_VOLUME: Final = "dshm"
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
 TERMINATION_GRACE_SECONDS: Final = 120
+API_KEY_ENV: Final = "KAITO_API_KEY"
+"""The container variable holding the API key; the command refers to it as ``$(KAITO_API_KEY)``,
+which the kubelet expands, so the key never appears in the pod spec."""
 
 RuntimeCommand = Callable[[str, int, int, int], list[str]]
 """(model_dir, port, max_input_tokens, max_total_tokens) -> the container command."""
@@ -103,38 +106,31 @@ def content_hash(value: Any) -> str:
 
 
 # --- presets -------------------------------------------------------------------------------------
-def gpus_per_node(preset: Preset, instance_type: str) -> int:
-    """GPUs one node offers; for an SKU missing from the table, the preset's minimum (Kaito's guess)."""
-    sku = lookup(instance_type)
-    return sku.gpu_count if sku is not None else max(1, preset.min_gpu_count)
-
-
 def num_shard(preset: Preset, instance_type: str) -> int:
-    shards = gpus_per_node(preset, instance_type)
-    if preset.max_num_shard is not None:
-        shards = min(shards, preset.max_num_shard)
-    return max(1, shards)
+    """GPUs the TGI server shards over on one node (see ``presets.serving``)."""
+    return tgi_settings(preset, instance_type).num_shard
 
 
-def tgi_command(preset: Preset, shards: int) -> list[str]:
-    """``text-generation-launcher`` with its flags in a fixed order."""
+def tgi_command(settings: TgiSettings) -> list[str]:
+    """``text-generation-launcher`` with its flags in a fixed order; dtype, shards and token limits
+    follow the VM size's GPUs (``presets.serving``)."""
     return [
         "text-generation-launcher",
         "--model-id",
         catalog.WEIGHTS_PATH,
         "--num-shard",
-        str(shards),
+        str(settings.num_shard),
         "--port",
         str(CONTAINER_PORT),
         # Kubernetes sets HOSTNAME to the pod name and TGI reads that variable as --hostname.
         "--hostname",
         "0.0.0.0",
         "--max-input-tokens",
-        str(preset.max_input_tokens),
+        str(settings.max_input_tokens),
         "--max-total-tokens",
-        str(preset.max_total_tokens),
+        str(settings.max_total_tokens),
         "--dtype",
-        preset.dtype,
+        settings.dtype,
         "--usage-stats",
         "off",
     ]
@@ -146,6 +142,22 @@ def _probe(failure_threshold: int) -> dict[str, Any]:
         "periodSeconds": PROBE_PERIOD_SECONDS,
         "failureThreshold": failure_threshold,
     }
+
+
+def api_key_secret(workspace: Workspace) -> str | None:
+    """The Secret named by ``kaito.sh/api-key-secret``, if any."""
+    name = (workspace.metadata.get("annotations") or {}).get(c.ANNOTATION_API_KEY_SECRET)
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return name.strip()
+
+
+def _protect(container: dict[str, Any], secret: str) -> None:
+    """Both servers take ``--api-key`` (TGI's launcher flag; the runtime's own) and then require
+    ``Authorization: Bearer <key>`` on every route but health and metrics."""
+    container["command"] = [*container["command"], "--api-key", f"$({API_KEY_ENV})"]
+    reference = {"secretKeyRef": {"name": secret, "key": c.API_KEY_SECRET_KEY}}
+    container["env"] = [*(container.get("env") or []), {"name": API_KEY_ENV, "valueFrom": reference}]
 
 
 def preset_image(workspace: Workspace, preset: Preset, options: RenderOptions) -> str:
@@ -180,8 +192,9 @@ def preset_pod_spec(workspace: Workspace, options: RenderOptions) -> dict[str, A
             catalog.WEIGHTS_PATH, CONTAINER_PORT, preset.max_input_tokens, preset.max_total_tokens
         )
     else:
-        shards = num_shard(preset, workspace.resource.instance_type)
-        container["command"] = tgi_command(preset, shards)
+        settings = tgi_settings(preset, workspace.resource.instance_type)
+        shards = settings.num_shard
+        container["command"] = tgi_command(settings)
         container["env"] = [{"name": "HF_HUB_OFFLINE", "value": "1"}]  # the weights are in the image
         gpus = {c.GPU_RESOURCE: str(shards)}
         container["resources"] = {"requests": dict(gpus), "limits": dict(gpus)}
@@ -189,6 +202,9 @@ def preset_pod_spec(workspace: Workspace, options: RenderOptions) -> dict[str, A
             # NCCL exchanges tensors between the shards through shared memory.
             volumes.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}})
             container["volumeMounts"] = [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
+    secret = api_key_secret(workspace)
+    if secret is not None:
+        _protect(container, secret)
     pod: dict[str, Any] = {
         # Both servers drain in-flight requests for up to 90 s on SIGTERM.
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,

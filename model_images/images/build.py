@@ -9,6 +9,7 @@ and ``build.json`` describing what went in. Docker runs only when an engine answ
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import json
 import os
@@ -30,6 +31,7 @@ from model_images.images.weights import (
     WeightsReport,
     check_weights,
     download_weights,
+    resolve_main_commit,
 )
 
 DOCKER_INFO_TIMEOUT_SECONDS: Final = 20
@@ -62,13 +64,15 @@ def plan_build(
     check_size: bool = True,
 ) -> BuildPlan:
     """Resolve what to build. A gated preset (no pinned revision in the catalogue) needs
-    ``revision`` unless the weights are already on disk."""
+    ``revision`` unless the weights are already on disk. A public preset the catalogue does not
+    pin is pinned at download time to the commit its ``main`` branch points to (recorded in the
+    image label and build.json)."""
     try:
         preset = get(preset_name)
     except KeyError as exc:
         raise BuildError(str(exc.args[0])) from None
     chosen_revision = revision or preset.revision
-    if chosen_revision is None and weights_dir is None:
+    if chosen_revision is None and weights_dir is None and preset.access == "private":
         raise BuildError(
             f"{preset.name} comes from the gated repository {preset.model_id}, and the catalogue pins no "
             "revision for it: pass --revision COMMIT (the commit you accepted the licence for; see "
@@ -89,14 +93,13 @@ def obtain_weights(plan: BuildPlan) -> Path:
     """The directory to take the weights from: ``--weights-dir`` or a fresh download."""
     if plan.weights_dir is not None:
         return plan.weights_dir
-    if plan.revision is None:
-        raise BuildError(f"{plan.preset.name}: no revision to download and no --weights-dir (see plan_build)")
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     if plan.preset.access == "private" and not token:
         raise BuildError(f"{plan.preset.model_id} is gated: set HF_TOKEN to a Hugging Face token with access")
+    revision = plan.revision or resolve_main_commit(plan.preset, token)
     destination = plan.context / DOWNLOAD_DIR
-    print(f"downloading {plan.preset.model_id}@{plan.revision} to {destination}", flush=True)
-    return download_weights(plan.preset, plan.revision, destination, token)
+    print(f"downloading {plan.preset.model_id}@{revision} to {destination}", flush=True)
+    return download_weights(plan.preset, revision, destination, token)
 
 
 def write_build_context(plan: BuildPlan, source: Path) -> WeightsReport:
@@ -202,6 +205,9 @@ def main(args: argparse.Namespace) -> int:
             output=args.output,
             check_size=not args.skip_size_check,
         )
+        if plan.revision is None and plan.weights_dir is None:
+            token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+            plan = dataclasses.replace(plan, revision=resolve_main_commit(plan.preset, token))
         report = write_build_context(plan, obtain_weights(plan))
     except (BuildError, DownloadError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)

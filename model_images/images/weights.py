@@ -146,6 +146,21 @@ def _missing_shards(directory: Path) -> list[str]:
     return [f"{shard} is listed in {index.name} but missing" for shard in shards if not (directory / shard).is_file()]
 
 
+def resolve_main_commit(preset: Preset, token: str | None) -> str:
+    """The commit ``main`` of ``preset.model_id`` points to now: the pin for a preset the catalogue
+    does not pin, so the image records exactly which weights it holds."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        info = HfApi().model_info(preset.model_id, revision="main", token=token, timeout=DOWNLOAD_TIMEOUT_SECONDS)
+    except (HfHubHTTPError, OSError) as exc:
+        raise DownloadError(f"finding the current commit of {preset.model_id} failed: {exc}") from exc
+    if not info.sha:
+        raise DownloadError(f"the Hub reported no commit for {preset.model_id}")
+    return info.sha
+
+
 def download_weights(preset: Preset, revision: str, destination: Path, token: str | None) -> Path:
     """Download ``preset``'s repository at ``revision`` (the files in WEIGHT_PATTERNS) into
     ``destination``; return it. Gated repositories need ``token`` (HF_TOKEN) with access."""

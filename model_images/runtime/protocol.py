@@ -25,6 +25,8 @@ class GenerateParameters(_Request):
     details: bool = False
     do_sample: bool = False
     frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    """Not a TGI parameter: the OpenAI routes map their ``presence_penalty`` onto it."""
     grammar: dict[str, Any] | None = None
     max_new_tokens: int | None = None
     repetition_penalty: float | None = None
@@ -81,9 +83,33 @@ class ChatCompletionRequest(_Request):
     repetition_penalty: float | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    logit_bias: dict[str, float] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
+
+
+class CompletionRequest(_Request):
+    """``POST /v1/completions`` (OpenAI's legacy text completion)."""
+
+    model: str | None = None
+    prompt: str | list[str]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | str | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    seed: int | None = Field(default=None, ge=0)
+    n: int | None = None
+    best_of: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    repetition_penalty: float | None = None
+    logprobs: int | None = None
+    echo: bool = False
+    suffix: str | None = None
+    logit_bias: dict[str, float] | None = None
 
 
 class Token(BaseModel):
@@ -153,10 +179,24 @@ class ChatCompletionMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob]
+
+
 class ChatCompletionChoice(BaseModel):
     index: int
     message: ChatCompletionMessage
-    logprobs: Any = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str
 
 
@@ -184,7 +224,7 @@ class ChatDelta(BaseModel):
 class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
-    logprobs: Any = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None
 
 
@@ -195,6 +235,32 @@ class ChatCompletionChunk(BaseModel):
     model: str
     system_fingerprint: str
     choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionLogprobs(BaseModel):
+    """The legacy completions' log-probabilities: parallel lists, one entry per generated token."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float]] | None
+    text_offset: list[int]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: str | None
+
+
+class TextCompletion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[CompletionChoice]
     usage: Usage | None = None
 
 

@@ -37,6 +37,18 @@ class FrequencyPenaltyLogitsProcessor(LogitsProcessor):
         return scores - self.penalty * counts / input_ids.shape[1]
 
 
+class PresencePenaltyLogitsProcessor(LogitsProcessor):
+    """OpenAI-style presence penalty: subtract ``penalty`` once from every token that occurs in
+    the sequence so far (prompt included, as the frequency penalty above counts it)."""
+
+    def __init__(self, penalty: float) -> None:
+        self.penalty = penalty
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        present = torch.zeros_like(scores).scatter_(1, input_ids, 1.0)
+        return scores - self.penalty * present
+
+
 @dataclass(frozen=True)
 class Choice:
     token_id: int
@@ -56,6 +68,8 @@ class TokenChooser:
             processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
         if params.frequency_penalty != 0.0:
             processors.append(FrequencyPenaltyLogitsProcessor(params.frequency_penalty))
+        if params.presence_penalty != 0.0:
+            processors.append(PresencePenaltyLogitsProcessor(params.presence_penalty))
         self.needs_history = len(processors) > 0
         """Only the penalties read the ids so far; the warpers below look at the scores alone."""
         self.generator: torch.Generator | None = None

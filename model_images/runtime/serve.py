@@ -70,6 +70,7 @@ async def running(
     host: str = "127.0.0.1",
     port: int = 0,
     shutdown_timeout: float = GRACEFUL_SHUTDOWN_SECONDS,
+    api_key: str | None = None,
 ) -> AsyncIterator[str]:
     """Serve ``loaded`` on ``host:port`` (0: any free port) and yield the base URL; on exit, let
     in-flight requests finish (up to ``shutdown_timeout``), then stop the engine."""
@@ -82,9 +83,13 @@ async def running(
         device_type=loaded.device.type,
         version=runtime_version(),
     )
-    server = InferenceServer(engine, Encoder(loaded.tokenizer.backend_tokenizer), loaded.tokenizer, config, metrics)
+    server = InferenceServer(
+        engine, Encoder(loaded.tokenizer.backend_tokenizer), loaded.tokenizer, config, metrics, api_key=api_key
+    )
     await engine.start()
-    runner = web.AppRunner(server.app(), shutdown_timeout=shutdown_timeout, access_log=None)
+    # handler_cancellation: a request whose client disconnects is cancelled, so its generation
+    # stops (aiohttp otherwise runs a non-streaming handler to the end for nobody).
+    runner = web.AppRunner(server.app(), shutdown_timeout=shutdown_timeout, access_log=None, handler_cancellation=True)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -111,6 +116,7 @@ class ServeOptions:
     max_batch_size: int = 32
     model_id: str | None = None
     device: str | None = None
+    api_key: str | None = None
 
 
 async def serve(options: ServeOptions) -> int:
@@ -131,7 +137,9 @@ async def serve(options: ServeOptions) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     model_id = options.model_id or str(options.model_dir)
-    async with running(loaded, limits, model_id=model_id, host=options.host, port=options.port) as url:
+    async with running(
+        loaded, limits, model_id=model_id, host=options.host, port=options.port, api_key=options.api_key
+    ) as url:
         print(f"kaito runtime serving {model_id} on {url}", flush=True)
         await stop.wait()
         log.info("stopping: finishing in-flight requests (up to %s s)", GRACEFUL_SHUTDOWN_SECONDS)
@@ -150,6 +158,7 @@ def main(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         model_id=args.model_id,
         device=args.device,
+        api_key=args.api_key,
     )
     return asyncio.run(serve(options))
 
@@ -157,6 +166,6 @@ def main(args: argparse.Namespace) -> int:
 def tiny_model_main(args: argparse.Namespace) -> int:
     from model_images.runtime.tiny_model import write_tiny_model
 
-    path = write_tiny_model(args.directory, seed=args.seed)
+    path = write_tiny_model(args.directory, seed=args.seed, max_position_embeddings=args.max_position_embeddings)
     print(f"wrote a tiny Llama model to {path}")
     return 0

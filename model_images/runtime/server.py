@@ -1,9 +1,13 @@
 """TGI's HTTP API on aiohttp, in front of the batching engine.
 
 Routes: ``POST /generate``, ``POST /generate_stream`` (SSE), ``POST /`` (the ``text-generation``
-client's route: a JSON list, or SSE when ``"stream": true``), ``POST /v1/chat/completions``
-(plain, or SSE ending ``data: [DONE]``), ``GET /info``, ``GET /health`` (also ``/ping`` and
-``GET /``), ``GET /metrics``, ``GET /v1/models``.
+client's route: a JSON list, or SSE when ``"stream": true``), ``POST /v1/chat/completions`` and
+``POST /v1/completions`` (plain, or SSE ending ``data: [DONE]``), ``GET /info``, ``GET /health``
+(also ``/ping`` and ``GET /``), ``GET /metrics``, ``GET /v1/models``.
+
+Prompts are tokenised in a worker thread, after a character cap, so a long prompt never stalls
+the event loop. A client that goes away cancels its request (the app runs with aiohttp's
+``handler_cancellation``), streaming or not, and the request counts as ``cancelled``.
 
 Errors are TGI's ``{"error", "error_type"}`` with its codes (422 validation, 429 overloaded, 424
 generation). One deliberate difference: a stream whose request is invalid or over the
@@ -17,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import pydantic
 from aiohttp import web
@@ -39,13 +44,17 @@ from model_images.runtime.protocol import (
     ChatCompletionMessage,
     ChatCompletionRequest,
     ChatDelta,
+    ChatLogprobs,
     CompatGenerateRequest,
+    CompletionChoice,
+    CompletionRequest,
     Details,
     GenerateParameters,
     GenerateRequest,
     Info,
     StreamDetails,
     StreamResponse,
+    TextCompletion,
     Usage,
     chat_finish_reason,
 )
@@ -56,10 +65,13 @@ from model_images.runtime.validation import (
     RequestValidationError,
     UnhealthyError,
     ValidParameters,
+    validate_input_chars,
     validate_input_length,
     validate_parameters,
 )
 
+OPEN_PATHS: Final = frozenset({"/health", "/ping", "/", "/metrics"})
+"""GET routes that stay open with an API key: probes and metric scrapers carry no key."""
 PAYLOAD_LIMIT = 2_000_000
 """Largest request body accepted, in bytes (TGI's ``--payload-limit`` default)."""
 
@@ -96,6 +108,8 @@ class InferenceServer:
         chat_tokenizer: chat.ChatTokenizer,
         config: ServerConfig,
         metrics: RuntimeMetrics,
+        *,
+        api_key: str | None = None,
     ) -> None:
         self._engine = engine
         self._encode = encoder
@@ -104,13 +118,15 @@ class InferenceServer:
         self._limits = config.limits
         self._metrics = metrics
         self._in_flight = 0
+        self._expected_authorization = f"Bearer {api_key}".encode() if api_key else None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors], client_max_size=PAYLOAD_LIMIT)
+        app = web.Application(middlewares=[self._authorize, self._errors], client_max_size=PAYLOAD_LIMIT)
         app.router.add_post("/generate", self.generate)
         app.router.add_post("/generate_stream", self.generate_stream)
         app.router.add_post("/", self.compat_generate)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/info", self.info)
         app.router.add_get("/health", self.health)
         app.router.add_get("/ping", self.health)
@@ -136,18 +152,26 @@ class InferenceServer:
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await _parse(request, ChatCompletionRequest)
-        parameters = chat.generate_parameters(body)
+        parameters = chat.generate_parameters(body, self._limits.max_top_n_tokens)
         prompt, add_special_tokens = chat.render_prompt(self._chat_tokenizer, body)
         model = body.model or self._config.model_id
+        top_n = parameters.top_n_tokens or 0
         with self._slot():
-            generation, _ = self._prepare(prompt, parameters, stream=body.stream, add_special_tokens=add_special_tokens)
+            generation, _ = await self._prepare(
+                prompt, parameters, stream=body.stream, add_special_tokens=add_special_tokens, field="messages"
+            )
             handle = self._engine.submit(generation)
             if body.stream:
                 include_usage = body.stream_options is not None and body.stream_options.include_usage
-                return await self._chat_stream(request, handle, model, include_usage)
+                return await self._chat_stream(
+                    request, handle, model, include_usage=include_usage, logprobs=bool(body.logprobs), top_n=top_n
+                )
             with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
                 completion = await handle.completion()
             self._count_success(completion, handle)
+            logprobs = None
+            if body.logprobs:
+                logprobs = ChatLogprobs(content=chat.chat_logprobs(completion.tokens, completion.top_tokens, top_n))
             result = ChatCompletion(
                 id=_completion_id(),
                 created=int(time.time()),
@@ -157,6 +181,45 @@ class InferenceServer:
                     ChatCompletionChoice(
                         index=0,
                         message=ChatCompletionMessage(content=completion.generated_text),
+                        logprobs=logprobs,
+                        finish_reason=chat_finish_reason(completion.finish_reason),
+                    )
+                ],
+                usage=_usage(completion),
+            )
+            return web.json_response(result.model_dump(mode="json"), headers=self._headers())
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = await _parse(request, CompletionRequest)
+        prompt = chat.completion_prompt(body)
+        parameters = chat.completion_parameters(body, self._limits.max_top_n_tokens)
+        model = body.model or self._config.model_id
+        top_n = parameters.top_n_tokens or 0
+        with self._slot():
+            generation, valid = await self._prepare(prompt, parameters, stream=body.stream, field="prompt")
+            handle = self._engine.submit(generation)
+            if body.stream:
+                include_usage = body.stream_options is not None and body.stream_options.include_usage
+                return await self._completion_stream(
+                    request, handle, model, include_usage=include_usage, logprobs=body.logprobs, top_n=top_n
+                )
+            with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
+                completion = await handle.completion()
+            self._count_success(completion, handle)
+            head = prompt if valid.return_full_text else ""
+            logprobs = None
+            if body.logprobs is not None:
+                logprobs = chat.completion_logprobs(completion.tokens, completion.top_tokens, top_n)
+            result = TextCompletion(
+                id=_completion_id("cmpl"),
+                created=int(time.time()),
+                model=model,
+                system_fingerprint=self._fingerprint,
+                choices=[
+                    CompletionChoice(
+                        index=0,
+                        text=head + completion.generated_text,
+                        logprobs=logprobs,
                         finish_reason=chat_finish_reason(completion.finish_reason),
                     )
                 ],
@@ -195,7 +258,7 @@ class InferenceServer:
     # --- generation ---------------------------------------------------------------------------
     async def _generate(self, body: GenerateRequest, parameters: GenerateParameters) -> dict[str, Any]:
         with self._slot():
-            generation, valid = self._prepare(body.inputs, parameters, stream=False)
+            generation, valid = await self._prepare(body.inputs, parameters, stream=False)
             handle = self._engine.submit(generation)
             with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
                 completion = await handle.completion()
@@ -218,7 +281,7 @@ class InferenceServer:
 
     async def _generate_stream(self, request: web.Request, body: GenerateRequest) -> web.StreamResponse:
         with self._slot():
-            generation, valid = self._prepare(body.inputs, body.parameters, stream=True)
+            generation, valid = await self._prepare(body.inputs, body.parameters, stream=True)
             handle = self._engine.submit(generation)
             response = await _start_sse(request, self._headers())
             with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
@@ -258,7 +321,14 @@ class InferenceServer:
         return payload
 
     async def _chat_stream(
-        self, request: web.Request, handle: GenerationHandle, model: str, include_usage: bool
+        self,
+        request: web.Request,
+        handle: GenerationHandle,
+        model: str,
+        *,
+        include_usage: bool,
+        logprobs: bool,
+        top_n: int,
     ) -> web.StreamResponse:
         response = await _start_sse(request, self._headers())
         completion_id, created = _completion_id(), int(time.time())
@@ -282,9 +352,15 @@ class InferenceServer:
                     done = event.completion
                     text = "" if event.token.special else event.token.text
                     reason = chat_finish_reason(done.finish_reason) if done else None
-                    await _send(
-                        response, chunk([ChatChunkChoice(index=0, delta=ChatDelta(content=text), finish_reason=reason)])
+                    token_logprobs = None
+                    if logprobs:
+                        token_logprobs = ChatLogprobs(
+                            content=chat.chat_logprobs([event.token], [event.top_tokens], top_n)
+                        )
+                    choice = ChatChunkChoice(
+                        index=0, delta=ChatDelta(content=text), logprobs=token_logprobs, finish_reason=reason
                     )
+                    await _send(response, chunk([choice]))
                     if done is not None:
                         self._count_success(done, handle)
                         if include_usage:
@@ -296,11 +372,70 @@ class InferenceServer:
         await response.write_eof()
         return response
 
-    def _prepare(
-        self, inputs: str, parameters: GenerateParameters, *, stream: bool, add_special_tokens: bool = True
+    async def _completion_stream(
+        self,
+        request: web.Request,
+        handle: GenerationHandle,
+        model: str,
+        *,
+        include_usage: bool,
+        logprobs: int | None,
+        top_n: int,
+    ) -> web.StreamResponse:
+        response = await _start_sse(request, self._headers())
+        completion_id, created = _completion_id("cmpl"), int(time.time())
+        offset = 0
+
+        def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> dict[str, Any]:
+            payload = TextCompletion(
+                id=completion_id,
+                created=created,
+                model=model,
+                system_fingerprint=self._fingerprint,
+                choices=choices,
+                usage=usage,
+            ).model_dump(mode="json")
+            if usage is None:
+                del payload["usage"]
+            return payload
+
+        with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
+            try:
+                async for event in handle.events():
+                    done = event.completion
+                    text = "" if event.token.special else event.token.text
+                    token_logprobs = None
+                    if logprobs is not None:
+                        token_logprobs = chat.completion_logprobs([event.token], [event.top_tokens], top_n, offset)
+                    offset += len(text)
+                    reason = chat_finish_reason(done.finish_reason) if done else None
+                    choice = CompletionChoice(index=0, text=text, logprobs=token_logprobs, finish_reason=reason)
+                    await _send(response, chunk([choice]))
+                    if done is not None:
+                        self._count_success(done, handle)
+                        if include_usage:
+                            await _send(response, chunk([], _usage(done)))
+            except InferenceError as err:
+                self._metrics.requests.labels(err.error_type).inc()
+                await _send(response, err.body())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _prepare(
+        self,
+        inputs: str,
+        parameters: GenerateParameters,
+        *,
+        stream: bool,
+        add_special_tokens: bool = True,
+        field: str = "inputs",
     ) -> tuple[GenerationInput, ValidParameters]:
+        """Validate, then tokenise in a worker thread (after the character cap) so the event loop
+        keeps serving while a long prompt is encoded."""
         valid = validate_parameters(parameters, inputs, self._limits, stream=stream)
-        input_ids = self._encode(inputs, add_special_tokens)
+        validate_input_chars(inputs, field, self._limits)
+        input_ids = await asyncio.to_thread(self._encode, inputs, add_special_tokens)
         if valid.truncate is not None:
             input_ids = input_ids[-valid.truncate :]
         if not input_ids:
@@ -333,6 +468,17 @@ class InferenceServer:
     @property
     def _fingerprint(self) -> str:
         return f"{self._config.version}-native"
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        """With an API key, every route but health and metrics needs ``Authorization: Bearer <key>``
+        (TGI's ``--api-key`` rule), compared in constant time."""
+        if self._expected_authorization is None or (request.path in OPEN_PATHS and request.method == "GET"):
+            return await handler(request)
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, self._expected_authorization):
+            return web.json_response({"error": "Unauthorized", "error_type": "unauthorized"}, status=401)
+        return await handler(request)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
@@ -409,5 +555,5 @@ def _usage(completion: Completion) -> Usage:
     )
 
 
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+def _completion_id(prefix: str = "chatcmpl") -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"

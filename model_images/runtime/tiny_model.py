@@ -94,11 +94,13 @@ def write_tiny_model(
     num_layers: int = 2,
     num_heads: int = 4,
     num_kv_heads: int = 2,
+    intermediate_size: int | None = None,
     max_position_embeddings: int = 1024,
 ) -> Path:
     """Write a tiny Llama model (safetensors) and its tokenizer to ``directory``; return the path.
 
-    Defaults give a ~100k-parameter model that loads in well under a second on one CPU core.
+    ``intermediate_size`` defaults to twice ``hidden_size``. Defaults give a ~100k-parameter
+    model that loads in well under a second on one CPU core.
     The same seed always gives the same weights. Grouped-query attention (fewer KV heads than
     heads) is on by default so the KV-cache handling is exercised the way real models use it.
     """
@@ -111,7 +113,7 @@ def write_tiny_model(
     config = LlamaConfig(  # type: ignore[no-untyped-call]
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
+        intermediate_size=intermediate_size or hidden_size * 2,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads,

@@ -15,6 +15,11 @@ from model_images.runtime.protocol import GenerateParameters
 
 DEFAULT_GENERATION_CAP: Final = 1024
 """Like TGI, a request without ``max_new_tokens`` generates at most this many tokens."""
+CHARS_PER_TOKEN_CAP: Final = 32
+"""The default character cap is this many characters per allowed input token: tokens of common
+vocabularies are far shorter (Llama-3's longest are runs of a few dozen spaces or dashes), so a
+text over the cap cannot fit ``max_input_tokens`` and is refused before the tokenizer spends time
+on it. (A request with ``truncate`` may still send up to the cap and have its start cut.)"""
 
 
 class InferenceError(Exception):
@@ -73,6 +78,13 @@ class Limits:
     max_top_n_tokens: int = 5
     max_best_of: int = 1
     """Best-of sampling is not implemented, so only 1 is accepted."""
+    max_input_chars: int | None = None
+    """Longest prompt text accepted, checked before tokenising; None: ``CHARS_PER_TOKEN_CAP``
+    times ``max_input_tokens``."""
+
+    @property
+    def input_char_cap(self) -> int:
+        return self.max_input_chars or CHARS_PER_TOKEN_CAP * self.max_input_tokens
 
     def __post_init__(self) -> None:
         if self.max_input_tokens < 1:
@@ -84,6 +96,8 @@ class Limits:
             )
         if self.max_concurrent_requests < 1 or self.max_batch_size < 1:
             raise ValueError("max_concurrent_requests and max_batch_size must be at least 1")
+        if self.max_input_chars is not None and self.max_input_chars < 1:
+            raise ValueError("max_input_chars must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,7 @@ class SamplingParams:
     typical_p: float = 1.0
     repetition_penalty: float = 1.0
     frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     seed: int | None = None
 
 
@@ -144,6 +159,9 @@ def validate_parameters(
     frequency_penalty = 0.0 if p.frequency_penalty is None else p.frequency_penalty
     if not -2.0 <= frequency_penalty <= 2.0:
         raise RequestValidationError("`frequency_penalty` must be >= -2.0 and <= 2.0")
+    presence_penalty = 0.0 if p.presence_penalty is None else p.presence_penalty
+    if not -2.0 <= presence_penalty <= 2.0:
+        raise RequestValidationError("`presence_penalty` must be >= -2.0 and <= 2.0")
     if p.top_p is not None and not 0.0 < p.top_p < 1.0:
         raise RequestValidationError("`top_p` must be > 0.0 and < 1.0")
     if p.typical_p is not None and not 0.0 < p.typical_p < 1.0:
@@ -192,6 +210,7 @@ def validate_parameters(
             typical_p=typical_p,
             repetition_penalty=repetition_penalty,
             frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
             seed=seed if sampling else None,
         ),
         stop_sequences=tuple(p.stop),
@@ -202,6 +221,13 @@ def validate_parameters(
         return_full_text=bool(p.return_full_text),
         top_n_tokens=top_n_tokens,
     )
+
+
+def validate_input_chars(text: str, field: str, limits: Limits) -> None:
+    """Refuse a prompt text longer than the character cap, before it is tokenised."""
+    cap = limits.input_char_cap
+    if len(text) > cap:
+        raise RequestValidationError(f"`{field}` must have at most {cap} characters. Given: {len(text)}")
 
 
 def validate_input_length(input_length: int, max_new_tokens: int | None, limits: Limits) -> int:

@@ -103,6 +103,7 @@ class OperatorProcess:
             "KAITO_HEALTH_PORT": "0",
             "KAITO_METRICS_PORT": "0",
             "KAITO_BIND_ADDRESS": "127.0.0.1",
+            "KAITO_WEBHOOK_PORT": "0",  # served, not registered: these tests are about provisioning
             **settings,
         }
         self._log = log

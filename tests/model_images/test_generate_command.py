@@ -4,6 +4,7 @@ through a real kube-apiserver's service proxy, with its errors for each missing 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import socket
 import urllib.request
@@ -11,14 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from kubernetes_asyncio import client
 from text_generation import AsyncClient
+from text_generation import errors as tgi_errors
 
 from kaito_operator.api import constants as c
+from kaito_operator.testing import gpu_node
 from model_images.cli import register
 from model_images.generate import (
     ApiServerRelay,
     EndpointNotReady,
+    EndpointNotServed,
     ServiceNotFound,
     WorkspaceNotFound,
     main,
@@ -145,3 +150,85 @@ async def test_generate_resolves_the_workspace_its_service_and_ready_endpoints(
     await core.create_namespaced_service(namespace, service, _request_timeout=timeout)
     with pytest.raises(EndpointNotReady, match=f"endpoint not ready: service {namespace}/tiny has no ready pods"):
         await run(args, printed.append)
+
+
+async def test_relay_reports_a_plain_text_refusal_with_its_status_and_message() -> None:
+    # What a proxy that refuses a destination answers: a status and a text/plain body.
+    refusal = "resolve_deny: denied destination"
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=403, text=refusal)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    upstream = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with client.ApiClient(client.Configuration(host=upstream)) as api:
+            relay = ApiServerRelay(api, upstream, timeout=30)
+            relayed_url = await relay.start()
+            try:
+                with pytest.raises(tgi_errors.ShardNotReadyError) as refused:  # the client's class for 403
+                    await AsyncClient(relayed_url, timeout=30).generate(PROMPT, max_new_tokens=2)
+            finally:
+                await relay.stop()
+    finally:
+        await runner.cleanup()
+    assert "403" in str(refused.value) and refusal in str(refused.value)
+
+
+@pytest.mark.controlplane
+@pytest.mark.full
+async def test_generate_refuses_a_workspace_whose_pods_kwok_only_pretends_to_run(
+    control_plane: Any, kube_api: client.ApiClient, namespace: str
+) -> None:
+    # A custom-template Workspace in the sandbox: its pod is on a kwok node, Ready, with an address
+    # that exists nowhere. generate must refuse it without sending anything to that address.
+    name = "pretend"
+    node_name = f"kwok-{namespace}"
+    core = client.CoreV1Api(kube_api)
+    timeout = 30
+    node: Any = gpu_node(node_name, labels={})  # the client sends plain dicts as they are
+    await core.create_node(node, _request_timeout=timeout)
+    try:
+        await client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+            c.KAITO_GROUP,
+            c.KAITO_VERSION,
+            namespace,
+            c.WORKSPACE_PLURAL,
+            workspace_body(name),
+            _request_timeout=timeout,
+        )
+        service = client.V1Service(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1ServiceSpec(selector={"app": name}, ports=[client.V1ServicePort(port=80, target_port=5000)]),
+        )
+        await core.create_namespaced_service(namespace, service, _request_timeout=timeout)
+        pod = client.V1Pod(
+            metadata=client.V1ObjectMeta(name=f"{name}-0", labels={"app": name}),
+            spec=client.V1PodSpec(
+                node_name=node_name,
+                containers=[client.V1Container(name="app", image="nginx", command=["nginx"])],
+                tolerations=[client.V1Toleration(operator="Exists")],
+            ),
+        )
+        await core.create_namespaced_pod(namespace, pod, _request_timeout=timeout)
+        args = parse(name, PROMPT, "--namespace", namespace, "--kubeconfig", str(Path(control_plane.kubeconfig)))
+        printed: list[str] = []
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            try:
+                await run(args, printed.append)
+            except EndpointNotReady:
+                assert asyncio.get_running_loop().time() < deadline, "the pretend pod never became a ready endpoint"
+                await asyncio.sleep(0.5)  # poll interval while kwok and the endpoint controller catch up
+                continue
+            except EndpointNotServed as refused:
+                assert f"workspace {namespace}/{name} is not served" in str(refused)
+                assert node_name in str(refused)
+                break
+            raise AssertionError("generate called a pod that nothing serves")
+    finally:
+        await core.delete_node(node_name, _request_timeout=timeout)

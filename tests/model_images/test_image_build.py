@@ -79,8 +79,20 @@ def test_matrix_is_every_public_preset_with_its_pinned_revision() -> None:
     assert [entry["preset"] for entry in matrix["include"]] == [p.name for p in public]
     for entry, preset in zip(matrix["include"], public, strict=True):
         assert entry["image"] == preset.image()
-        assert entry["revision"] == preset.revision and len(entry["revision"]) == 40
+        # Unpinned public presets are pinned at build time to main's current commit.
+        assert entry["revision"] == preset.revision and (entry["revision"] is None or len(entry["revision"]) == 40)
         assert entry["model_id"] == preset.model_id
+    names = {entry["preset"] for entry in matrix["include"]}
+    # The current open models the issue names, where their licence lets us publish the image.
+    assert {"mistral-7b-instruct-v0.3", "phi-3.5-mini-instruct", "qwen2.5-7b-instruct"} <= names
+    assert "qwen2.5-coder-7b-instruct" in names and "llama-3.1-8b-instruct" not in names  # Meta's are gated
+    everything = {entry["preset"] for entry in build_matrix(include_private=True)["include"]}
+    assert {"llama-3.1-8b-instruct", "llama-3.3-70b-instruct"} <= everything
+
+
+def test_an_unpinned_public_preset_plans_without_a_revision(tmp_path: Path) -> None:
+    plan = plan_build("qwen2.5-7b-instruct", output=tmp_path)
+    assert plan.revision is None  # resolved to main's commit when the weights are downloaded
 
 
 def test_matrix_command_prints_one_line_of_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.runtime
 torch = pytest.importorskip("torch")
 
 from model_images.runtime.detokenizer import IncrementalDetokenizer, decode_generated  # noqa: E402
-from model_images.runtime.engine import Completion, Engine, GenerationInput  # noqa: E402
+from model_images.runtime.engine import MAX_STEPS_PER_HANDOFF, Completion, Engine, GenerationInput  # noqa: E402
 from model_images.runtime.loader import LoadedModel, load_model  # noqa: E402
 from model_images.runtime.metrics import RuntimeMetrics  # noqa: E402
 from model_images.runtime.protocol import GenerateParameters  # noqa: E402
@@ -171,7 +171,8 @@ async def test_a_crashed_engine_fails_its_requests_instead_of_leaving_them_waiti
 
     # _observe_step runs in the loop, outside the guarded model step.
     monkeypatch.setattr(engine, "_observe_step", crash)
-    handles = [engine.submit(request(tiny, "The", 50)) for _ in range(2)]
+    # Longer than one hand-off of decode steps, so the requests are still running when it crashes.
+    handles = [engine.submit(request(tiny, "The", MAX_STEPS_PER_HANDOFF + 20)) for _ in range(2)]
     for handle in handles:
         with pytest.raises(GenerationError, match="the engine stopped"):
             await asyncio.wait_for(handle.completion(), timeout=30)

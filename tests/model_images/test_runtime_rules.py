@@ -252,16 +252,24 @@ def test_the_container_command_parses_with_the_runtime_cli() -> None:
 
 
 # --- admission --------------------------------------------------------------------------------------
-def test_waiting_requests_join_when_worth_stalling_the_batch() -> None:
-    from model_images.runtime.engine import MAX_WAITING_STEPS, admit_waiting
+def test_waiting_requests_join_whenever_the_batch_has_room() -> None:
+    from model_images.runtime.engine import admit_waiting
 
-    assert not admit_waiting(running=0, waiting=0, steps_since_prefill=0)
-    assert admit_waiting(running=0, waiting=1, steps_since_prefill=0)  # nothing to stall
-    assert admit_waiting(running=1, waiting=1, steps_since_prefill=0)
-    assert not admit_waiting(running=10, waiting=11, steps_since_prefill=0)  # 11 < 10 x 1.2
-    assert admit_waiting(running=10, waiting=12, steps_since_prefill=0)
-    assert not admit_waiting(running=10, waiting=1, steps_since_prefill=MAX_WAITING_STEPS - 1)
-    assert admit_waiting(running=10, waiting=1, steps_since_prefill=MAX_WAITING_STEPS)
+    assert not admit_waiting(running=0, waiting=0, max_batch_size=4)
+    assert admit_waiting(running=0, waiting=1, max_batch_size=4)
+    assert admit_waiting(running=3, waiting=1, max_batch_size=4)  # one arrival does not wait for company
+    assert not admit_waiting(running=4, waiting=5, max_batch_size=4)  # full: they wait for a place
+
+
+def test_presence_penalty_subtracts_once_per_token_present() -> None:
+    import torch
+
+    from model_images.runtime.sampling import PresencePenaltyLogitsProcessor
+
+    scores = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    # Token 3 occurs twice and token 1 once: each loses the penalty exactly once (OpenAI's definition).
+    penalised = PresencePenaltyLogitsProcessor(0.5)(torch.tensor([[3, 3, 1]]), scores)
+    assert penalised.tolist() == [[0.0, 0.5, 2.0, 2.5]]
 
 
 # --- requests that end early ------------------------------------------------------------------------

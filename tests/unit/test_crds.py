@@ -54,13 +54,16 @@ def test_workspace_crd_shape_is_kaito_compatible() -> None:
     assert spec["scope"] == "Namespaced"
     version = spec["versions"][0]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+    columns = version["additionalPrinterColumns"]
+    # Kaito v0.1's default columns, unchanged; ours only under `kubectl get -o wide` (priority 1).
+    assert [c["name"] for c in columns if not c.get("priority")] == [
         "Instance",
         "ResourceReady",
         "InferenceReady",
         "WorkspaceReady",
         "Age",
     ]
+    assert [(c["name"], c["jsonPath"]) for c in columns if c.get("priority") == 1] == [("Phase", ".status.phase")]
     props = version["schema"]["openAPIV3Schema"]["properties"]
     assert "spec" not in props and {"resource", "inference", "status"} <= set(props)
     assert props["resource"]["properties"]["count"]["default"] == 1

@@ -1,10 +1,10 @@
 """The generated CRDs on a real kube-apiserver: Kaito v0.1 manifests apply unchanged, bad input is
-refused with a message naming the field, and a gpu-provisioner-shaped Machine is accepted."""
+refused by the schema with a message naming the field, updates that change nothing meaningful pass, and a
+gpu-provisioner-shaped Machine is accepted. Kaito's rules themselves are the webhook's (tests/integration/admission)."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import os
 import shutil
@@ -57,10 +57,20 @@ async def _rejection(api: client.ApiClient, namespace: str, body: dict[str, Any]
     return _status_message(raised.value)
 
 
+KAITO_V01_EXAMPLES = frozenset(
+    f"kaito_workspace_{name}.yaml"
+    for name in (
+        "falcon_7b", "falcon_7b-instruct", "falcon_40b", "falcon_40b-instruct", "llama2_7b", "llama2_7b-chat",
+        "llama2_13b", "llama2_13b-chat", "llama2_70b", "llama2_70b-chat",
+    )
+)  # fmt: skip
+"""Kaito v0.1's ten example files (examples/ in kaito-project/kaito at v0.1.0), kept under their names."""
+
+
 async def test_all_ten_kaito_examples_apply_unchanged(kube_api: client.ApiClient, namespace: str) -> None:
     files = sorted(EXAMPLES.glob("kaito_workspace_*.yaml"))
-    assert len(files) == 10
-    for path in files:
+    assert {path.name for path in files} >= KAITO_V01_EXAMPLES
+    for path in files:  # Kaito's ten and the project's newer presets alike
         [stored] = await apply_objects(kube_api, load_manifests(path), namespace=namespace)
         assert stored["metadata"]["name"].startswith("workspace-")
         assert stored["resource"]["count"] >= 1  # defaulted when the file leaves it out
@@ -86,86 +96,46 @@ async def test_kubectl_get_wks_shows_the_kaito_columns(
     assert "Standard_NC12s_v3" in result.stdout
 
 
-async def test_preset_and_template_together_are_refused(kube_api: client.ApiClient, namespace: str) -> None:
-    body = _workspace("both", inference={"preset": {"name": "falcon-7b"}, "template": {"spec": {}}})
-    message = await _rejection(kube_api, namespace, body)
-    assert "inference" in message and "Preset and Template cannot be set at the same time" in message
-
-
-async def test_neither_preset_nor_template_is_refused(kube_api: client.ApiClient, namespace: str) -> None:
-    message = await _rejection(kube_api, namespace, _workspace("neither", inference={}))
-    assert "inference" in message and "Preset or Template must be specified" in message
-
-
-async def test_count_zero_is_refused(kube_api: client.ApiClient, namespace: str) -> None:
+async def test_bad_structure_is_refused_by_the_schema(kube_api: client.ApiClient, namespace: str) -> None:
     body = _workspace("zero")
     body["resource"]["count"] = 0
     message = await _rejection(kube_api, namespace, body)
     assert "resource.count" in message and "greater than or equal to 1" in message
-
-
-async def test_private_access_without_an_image_is_refused(kube_api: client.ApiClient, namespace: str) -> None:
-    body = _workspace("private", inference={"preset": {"name": "llama-2-7b", "accessMode": "private"}})
+    body = _workspace("mode", inference={"preset": {"name": "falcon-7b", "accessMode": "secret"}})
     message = await _rejection(kube_api, namespace, body)
-    assert "inference.preset.presetOptions.image" in message
-    assert "When AccessMode is private, an image must be provided in PresetOptions" in message
+    assert "inference.preset.accessMode" in message and "private" in message
 
 
-async def test_unknown_preset_is_refused(kube_api: client.ApiClient, namespace: str) -> None:
-    message = await _rejection(kube_api, namespace, _workspace("gpt", inference={"preset": {"name": "gpt-9"}}))
-    assert "inference.preset.name" in message and "falcon-7b" in message
-
-
-@pytest.mark.parametrize(
-    ("field_path", "change"),
-    [
-        ("resource.instanceType", lambda ws: ws["resource"].update(instanceType="Standard_NC24ads_A100_v4")),
-        ("resource.count", lambda ws: ws["resource"].update(count=3)),
-        (
-            "resource.labelSelector",
-            lambda ws: ws["resource"].update(labelSelector={"matchLabels": {"a": "b"}}),
-        ),
-        ("inference.preset", lambda ws: ws["inference"]["preset"].update(name="falcon-40b")),
-    ],
-)
-async def test_immutable_fields_cannot_change(
-    kube_api: client.ApiClient, namespace: str, field_path: str, change: Any
+async def test_the_crd_never_refuses_an_update_that_changes_nothing_meaningful(
+    kube_api: client.ApiClient, namespace: str
 ) -> None:
+    """Kaito's rules, immutability included, are the webhook's (tests/integration/admission); the CRD has
+    no CEL left that could refuse what a Go client writes when it updates metadata with a full PUT."""
     objects = client.CustomObjectsApi(kube_api)
-    name = f"imm-{uuid.uuid4().hex[:6]}"
-    stored = await _create(kube_api, namespace, _workspace(name))
-    updated = copy.deepcopy(stored)
-    change(updated)
-    with pytest.raises(ApiException) as raised:
-        await objects.replace_namespaced_custom_object(
-            c.KAITO_GROUP,
-            c.KAITO_VERSION,
-            namespace,
-            c.WORKSPACE_PLURAL,
-            name,
-            updated,
-            _request_timeout=REQUEST_TIMEOUT,
-        )
-    assert raised.value.status == 422
-    message = _status_message(raised.value)
-    assert field_path in message and "field is immutable" in message
-
-
-async def test_template_cannot_be_added_later(kube_api: client.ApiClient, namespace: str) -> None:
-    template = {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}
-    stored = await _create(kube_api, namespace, _workspace("tmpl", inference={"template": template}))
-    stored["inference"] = {"preset": {"name": "falcon-7b"}}
-    with pytest.raises(ApiException) as raised:
-        await client.CustomObjectsApi(kube_api).replace_namespaced_custom_object(
-            c.KAITO_GROUP,
-            c.KAITO_VERSION,
-            namespace,
-            c.WORKSPACE_PLURAL,
-            "tmpl",
-            stored,
-            _request_timeout=REQUEST_TIMEOUT,
-        )
-    assert "field cannot be unset/set if it was set/unset" in _status_message(raised.value)
+    stored = await _create(kube_api, namespace, _workspace("empties"))
+    stored["inference"]["preset"].update(presetOptions={}, accessMode="")
+    stored["metadata"]["finalizers"] = ["example.com/keep"]
+    updated = await objects.replace_namespaced_custom_object(
+        c.KAITO_GROUP,
+        c.KAITO_VERSION,
+        namespace,
+        c.WORKSPACE_PLURAL,
+        "empties",
+        stored,
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    assert updated["inference"]["preset"]["presetOptions"] == {}
+    assert updated["metadata"]["finalizers"] == ["example.com/keep"]
+    updated["metadata"]["finalizers"] = []
+    await objects.replace_namespaced_custom_object(
+        c.KAITO_GROUP,
+        c.KAITO_VERSION,
+        namespace,
+        c.WORKSPACE_PLURAL,
+        "empties",
+        updated,
+        _request_timeout=REQUEST_TIMEOUT,
+    )
 
 
 async def test_template_workspace_keeps_the_whole_pod_template(kube_api: client.ApiClient, namespace: str) -> None:

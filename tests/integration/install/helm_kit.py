@@ -35,6 +35,7 @@ class Helm:
             "HELM_CONFIG_HOME": str(self.home / "config"),
             "HELM_CACHE_HOME": str(self.home / "cache"),
             "HELM_DATA_HOME": str(self.home / "data"),
+            "HOME": str(self.home),  # client-go's discovery cache goes to $HOME/.kube/cache, else to the cwd
             "KUBECONFIG": str(self.kubeconfig),
             "PATH": "/usr/bin:/bin",
         }

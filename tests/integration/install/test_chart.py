@@ -94,7 +94,8 @@ async def test_templates_pass_a_server_side_dry_run(
         objects = helm.render(target, values, release=f"kaito-{target}")
         admitted = await apply_objects(kube_api, objects, namespace=target, dry_run=True)
         assert [obj["metadata"]["name"] for obj in admitted] == [obj["metadata"]["name"] for obj in objects]
-        namespaced = [obj for obj in objects if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding")]
+        cluster_scoped = ("ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration")
+        namespaced = [obj for obj in objects if obj["kind"] not in cluster_scoped]
         assert all(obj["metadata"]["namespace"] == target for obj in namespaced)
         (binding,) = of_kind(objects, "ClusterRoleBinding")
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kaito-operator", "namespace": target}]

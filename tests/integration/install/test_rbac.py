@@ -21,10 +21,11 @@ from gpu_provisioner.settings import AzureSettings
 from gpu_provisioner.setup import ProvisionerFactory
 from gpu_provisioner.testing import fast_provisioner
 from kaito.operator import DEFAULT_CONTROLLERS
-from kaito.testing import running_operator
+from kaito.testing import admission_ready, running_operator, webhook_settings
 from kaito_operator.api import constants as c
 from kaito_operator.api.kinds import MACHINE, WORKSPACE
-from kaito_operator.runtime import NODE
+from kaito_operator.runtime import NODE, ApiError
+from kaito_operator.runtime.kinds import VALIDATING_WEBHOOK_CONFIGURATION
 from kaito_operator.testing import (
     force_delete,
     force_delete_machines,
@@ -33,6 +34,7 @@ from kaito_operator.testing import (
     plain_client,
     wait_for,
 )
+from kaito_operator.webhook.server import WEBHOOK_NAME
 from sandbox.aks_simulator import AksSimulator, SimulatorConfig
 from sandbox.controlplane import ControlPlane
 from sandbox.kube import REQUEST_TIMEOUT, api_client_from_kubeconfig
@@ -59,6 +61,9 @@ ALLOWED_UNSEEN = {
     # event repeats (count + 1); the flow emits each event once.
     ("", "events", "get"),
     ("", "events", "patch"),
+    # The webhook's certificate keeper (kaito_operator/webhook/keeper.py, _current_or_renewed) replaces
+    # its Secret when the certificate is due for renewal; a fresh install only creates it.
+    ("", "secrets", "update"),
 }
 
 
@@ -149,26 +154,48 @@ async def flow(
                         leader_elect=True,
                         leader_election_namespace=release_namespace,
                         leader_election_id=LEASE_NAME,
+                        **_chart_webhook(release, release_namespace),
                     ) as operator:
+                        await admission_ready(admin, namespace)
                         await _provision_and_delete(admin, simulator, namespace)
                         used = operator.metrics.api_requests_by_resource()
                 finally:
+                    # The operator that answered it is gone: the registration goes first (uninstall
+                    # would remove it too), so the clean-up's writes are not refused.
+                    with contextlib.suppress(ApiError):
+                        await admin.delete(VALIDATING_WEBHOOK_CONFIGURATION, WEBHOOK_NAME)
                     for workspace in (await admin.list(WORKSPACE, namespace))[0]:
                         await force_delete(admin, WORKSPACE, workspace["metadata"]["name"], namespace)
                     await force_delete_machines(admin, namespace)
             rbac = client.RbacAuthorizationV1Api(kube_api)
             cluster_role = await rbac.read_cluster_role(release, _request_timeout=REQUEST_TIMEOUT)
-            role = await rbac.read_namespaced_role(
-                f"{release}-leader-election", release_namespace, _request_timeout=REQUEST_TIMEOUT
-            )
+            roles = [
+                await rbac.read_namespaced_role(name, release_namespace, _request_timeout=REQUEST_TIMEOUT)
+                for name in (f"{release}-leader-election", f"{release}-webhook-cert")
+            ]
             yield FlowRun(
                 used=used,
                 cluster_rules=[r.to_dict() for r in cluster_role.rules],
-                role_rules=[r.to_dict() for r in role.rules],
+                role_rules=[r.to_dict() for role in roles for r in role.rules],
                 release_namespace=release_namespace,
             )
         finally:
             helm.run("uninstall", release, "--namespace", release_namespace, "--wait")
+
+
+def _chart_webhook(release: str, release_namespace: str) -> dict[str, Any]:
+    """The webhook settings the chart's Deployment sets, except that the API server reaches this
+    out-of-cluster operator by URL: the operator rewrites the chart's registration to it (with the
+    chart's permission to update that one configuration) and keeps its certificate in the chart's
+    Secret (with the chart's Role)."""
+    settings = webhook_settings(release_namespace)
+    settings.update(
+        webhook_secret_name=f"{release}-webhook-cert",
+        webhook_service_name=f"{release}-webhook",
+        webhook_configuration_name=WEBHOOK_NAME,
+        webhook_namespace_selector=None,
+    )
+    return settings
 
 
 async def _provision_and_delete(admin: Any, simulator: AksSimulator, namespace: str) -> None:
@@ -248,4 +275,4 @@ def test_the_chart_grants_nothing_the_flow_did_not_use(flow: FlowRun) -> None:
     missing = used - granted
     assert not missing, f"used but not granted (the flow should have failed): {sorted(missing)}"
     role_resources = {resource for _, resource, _ in _granted(flow.role_rules)}
-    assert role_resources == {"leases"}, "the namespaced Role holds the Lease only"
+    assert role_resources == {"leases", "secrets"}, "the namespaced Roles hold the Lease and the webhook's Secret"

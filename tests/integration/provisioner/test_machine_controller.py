@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from gpu_provisioner.machine import ANNOTATION_OPERATION
@@ -413,6 +414,12 @@ async def test_a_wrong_resource_group_is_a_clear_condition_and_keeps_the_finaliz
         assert "ResourceGroupNotFound" in message and "ARM_RESOURCE_GROUP" in message
         assert running.factory.provisioner is not None and running.factory.provisioner.check is not None
         assert "ResourceGroupNotFound" in (running.operator.readiness_problems() or [""])[-1]
+        async with aiohttp.ClientSession() as http:
+            readyz = f"http://127.0.0.1:{running.operator.health_port}/readyz"
+            async with http.get(readyz) as response:
+                assert response.status == 503 and "ResourceGroupNotFound" in await response.text()
+            async with http.get(readyz, params={"exclude": "azure-configuration"}) as response:
+                assert response.status == 200, await response.text()
         before = running.reconciles(MACHINE_CONTROLLER)
         await kube.delete(MACHINE, name)
         await reconciled_again(running.operator, MACHINE_CONTROLLER, before)

@@ -11,8 +11,17 @@ import pytest
 from kaito.testing import running_operator
 from kaito_operator.api import constants as c
 from kaito_operator.api.kinds import MACHINE, WORKSPACE
-from kaito_operator.runtime import DEPLOYMENT, NODE, POD, SERVICE
-from kaito_operator.testing import INSTANCE_TYPE, condition, delete_quietly, gpu_node, is_true, plain_client, wait_for
+from kaito_operator.runtime import DEPLOYMENT, EVENT, NODE, POD, SERVICE
+from kaito_operator.testing import (
+    INSTANCE_TYPE,
+    condition,
+    delete_quietly,
+    gpu_node,
+    is_true,
+    plain_client,
+    wait_for,
+    wait_for_item,
+)
 from tests.integration.workspace.workspace_testkit import delete_workspace_and_wait, example_workspace
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
@@ -56,6 +65,15 @@ async def test_falcon_7b_example_becomes_ready_on_existing_aks_gpu_nodes(kube_ap
 
             service = await client.get(SERVICE, "workspace-falcon-7b", namespace)
             assert service["spec"]["type"] == "LoadBalancer"  # the example sets kaito.sh/enablelb: "True"
+            # ... and names no API key: the operator warns that the endpoint is open to anyone.
+            warning = await wait_for_item(
+                client,
+                EVENT,
+                namespace,
+                lambda e: e["type"] == "Warning" and e["reason"] == "PublicEndpointWithoutAPIKey",
+                field_selector="involvedObject.name=workspace-falcon-7b",
+            )
+            assert c.ANNOTATION_API_KEY_SECRET in warning["message"]
             assert service["spec"]["selector"] == {c.LABEL_WORKSPACE: "workspace-falcon-7b"}
             [port] = service["spec"]["ports"]
             assert (port["name"], port["port"], port["targetPort"]) == ("http", 80, 5000)

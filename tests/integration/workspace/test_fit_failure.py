@@ -38,8 +38,9 @@ async def test_a_preset_that_does_not_fit_reports_why_and_creates_nothing(kube_a
         )
         resource = condition(failed, c.COND_RESOURCE_READY)
         assert resource["reason"] == "workspaceResourceStatusFailed"
+        # The admission rule's message, as the webhook would have answered (field first).
         assert resource["message"].startswith(
-            "Insufficient number of GPUs: Instance type Standard_NC6s_v3 provides 1 per node, "
+            "resource.instanceType: Insufficient number of GPUs: Instance type Standard_NC6s_v3 provides 1 per node, "
             "but preset falcon-40b requires at least 2 per node"
         )
         assert "Insufficient total GPU memory" in resource["message"]

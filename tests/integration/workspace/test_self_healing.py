@@ -57,9 +57,12 @@ def _sample(metrics: RuntimeMetrics, name: str, **labels: str) -> float:
 
 
 def _writes(metrics: RuntimeMetrics, resource: str) -> float:
-    """Successful writes (apply or patch) the operator made to ``resource``."""
+    """Successful writes (apply or patch) the operator made to ``resource`` itself (not a subresource)."""
+    group = {"deployments": "apps", "services": ""}[resource]
     return sum(
-        _sample(metrics, "kaito_api_requests_total", verb=verb, resource=resource, code="200")
+        _sample(
+            metrics, "kaito_api_requests_total", verb=verb, group=group, resource=resource, subresource="", code="200"
+        )
         for verb in ("apply", "patch")
     )
 

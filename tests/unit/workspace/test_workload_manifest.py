@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from kaito_operator.presets.catalog import get
+from kaito_operator.presets.serving import TgiSettings
 from kaito_operator.workspace import workload
 from kaito_operator.workspace.workload import (
     RENDERED_HASH_ANNOTATION,
@@ -105,7 +106,7 @@ def test_falcon_7b_deployment() -> None:
                                 "--max-total-tokens",
                                 "2048",
                                 "--dtype",
-                                "bfloat16",
+                                "float16",  # Standard_NC12s_v3 has V100s, which have no bfloat16
                                 "--usage-stats",
                                 "off",
                             ],
@@ -184,8 +185,9 @@ def test_the_transformers_runtime_without_an_injected_command_is_refused_by_name
 
 
 def test_flags_come_in_a_fixed_order() -> None:
-    first = tgi_command(get("falcon-40b"), 2)
-    assert first == tgi_command(get("falcon-40b"), 2)
+    settings = TgiSettings(dtype="bfloat16", num_shard=2, max_input_tokens=1024, max_total_tokens=2048)
+    first = tgi_command(settings)
+    assert first == tgi_command(settings)
     flags = [part for part in first if part.startswith("--")]
     assert flags == [
         "--model-id", "--num-shard", "--port", "--hostname", "--max-input-tokens", "--max-total-tokens",
@@ -269,3 +271,42 @@ def test_the_composition_root_injects_the_project_runtime_command() -> None:
     # The model images install the runtime in its own virtualenv (model_images/images/Dockerfile.template).
     assert container["command"][0] == "/opt/kaito-runtime/bin/python"
     assert "/workspace/weights" in container["command"]
+
+
+# --- the API key -------------------------------------------------------------------------------------
+def test_an_api_key_secret_reaches_tgi_through_the_environment() -> None:
+    ws = workspace(annotations={"kaito.sh/api-key-secret": "llm-key"})
+    [container] = render_workload(ws, OPTIONS)["spec"]["template"]["spec"]["containers"]
+    # TGI's launcher flag; $(VAR) is expanded by the kubelet, so the key itself is not in the pod spec.
+    assert container["command"][-2:] == ["--api-key", "$(KAITO_API_KEY)"]
+    assert {"name": "KAITO_API_KEY", "valueFrom": {"secretKeyRef": {"name": "llm-key", "key": "api-key"}}} in (
+        container["env"]
+    )
+    open_ws = render_workload(workspace(), OPTIONS)["spec"]["template"]["spec"]["containers"][0]
+    assert "--api-key" not in open_ws["command"]
+
+
+def test_the_transformers_runtime_takes_the_same_key() -> None:
+    import argparse
+
+    from model_images.cli import add_runtime_commands
+    from model_images.runtime.command import runtime_container_command
+
+    options = RenderOptions(registry="r", runtime_command=runtime_container_command)
+    ws = workspace(annotations={"kaito.sh/runtime": "transformers", "kaito.sh/api-key-secret": "llm-key"})
+    [container] = render_workload(ws, options)["spec"]["template"]["spec"]["containers"]
+    parser = argparse.ArgumentParser()
+    add_runtime_commands(parser.add_subparsers(dest="cmd", required=True), lambda module, function: lambda args: 0)
+    args = parser.parse_args(container["command"][3:])
+    assert args.api_key == "$(KAITO_API_KEY)"  # what the kubelet replaces with the Secret's value
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "llm-key"
+
+
+def test_a_load_balancer_without_a_key_is_flagged() -> None:
+    from kaito_operator.workspace.service import unprotected_public_endpoint
+
+    assert unprotected_public_endpoint(workspace(annotations={"kaito.sh/enablelb": "True"}))
+    assert not unprotected_public_endpoint(
+        workspace(annotations={"kaito.sh/enablelb": "True", "kaito.sh/api-key-secret": "k"})
+    )
+    assert not unprotected_public_endpoint(workspace())  # ClusterIP: reachable only inside the cluster
