@@ -26,7 +26,7 @@ from gpu_provisioner.testing import a_machine, fast_provisioner
 from kaito.testing import provisioner_operator, reconciled_again, running_operator
 from kaito_operator.api import constants as c
 from kaito_operator.api.kinds import MACHINE
-from kaito_operator.runtime import EVENT, NODE, POD, KubeClient
+from kaito_operator.runtime import EVENT, NODE, POD, ApiError, KubeClient
 from kaito_operator.testing import (
     condition,
     eventually,
@@ -253,7 +253,17 @@ async def test_a_vanished_node_makes_the_machine_not_ready(rig: Rig) -> None:
         await rig.create_machine(name)
         machine = await wait_for(kube, MACHINE, name, has_condition("Ready", "True"))
         assert machine is not None
-        await force_delete(kube, NODE, machine["status"]["nodeName"])
+        node = machine["status"]["nodeName"]
+        # Delete first, then strip the finalizers: the API server refuses new finalizers on an object
+        # being deleted, so the provisioner cannot claim the node again in between (stripping first
+        # raced with that claim, and the node stayed).
+        await kube.delete(NODE, node)
+        try:
+            await kube.patch(NODE, node, {"metadata": {"finalizers": None}})
+        except ApiError as error:
+            if not error.not_found:  # gone already: it had no finalizer left
+                raise
+        await wait_for(kube, NODE, node, gone, what="the node gone")
         machine = await wait_for(kube, MACHINE, name, has_condition("Ready", "False", "NodeNotFound"))
         assert machine["status"]["nodeName"] in condition(machine, "Ready")["message"]  # type: ignore[index]
 
