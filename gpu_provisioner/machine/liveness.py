@@ -8,7 +8,10 @@
   launch.py), configuration errors (a new Machine would fail the same way) or a user's pool of that
   name (deleting cannot help).
 - **Registration timeout** (``registration_timeout_s``, 15 min), from the MachineLaunched=True
-  transition: the pool succeeded but its node never registered.
+  transition: the pool succeeded but its node never registered. Only while the Machine has never
+  registered (``status.nodeName`` unset): a Machine whose node was there once and is now missing
+  (NodeNotFound), or shares its pool with a surge node during an upgrade (MultipleNodesFound), says
+  so in its conditions and is not deleted.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ def check(draft: Draft, *, now: datetime, settings: ProvisionerSettings) -> Expi
     if draft.status_of(c.COND_MACHINE_REGISTERED) == "True":
         return None
     if draft.launched():
+        if _ever_registered(draft):
+            return None
         launched = draft.condition(c.COND_MACHINE_LAUNCHED)
         since = _time(launched.get("lastTransitionTime")) if launched and launched.get("status") == "True" else None
         left = settings.registration_timeout_s - ((now - since).total_seconds() if since else 0.0)
@@ -57,6 +62,10 @@ def check(draft: Draft, *, now: datetime, settings: ProvisionerSettings) -> Expi
     if launched_mark is not None and launched_mark.message:
         message += f" ({launched_mark.message})"
     return Expired(REASON_LAUNCH_TIMEOUT, message + "; deleting the Machine")
+
+
+def _ever_registered(draft: Draft) -> bool:
+    return bool(draft.status.get("nodeName") or (draft.machine.get("status") or {}).get("nodeName"))
 
 
 def _time(value: object) -> datetime | None:

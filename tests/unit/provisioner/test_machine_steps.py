@@ -251,3 +251,22 @@ def test_the_started_operations_memory_is_emptied_when_machines_go() -> None:
     ledger.release(name="gpu1")
     ledger.release(name="gpu2")
     assert len(ledger) == 0
+
+
+def test_a_machine_that_registered_once_is_never_expired_by_the_registration_timeout() -> None:
+    # Days after launch, an AKS upgrade's surge node makes the pool have two nodes (or auto-repair
+    # re-images the node): MachineRegistered leaves True, but the Machine must not be deleted.
+    clock = FakeClock(start=START)
+    m = machine()
+    m["status"] = {
+        "nodeName": "aks-gpu1-12345678-vmss000000",
+        "conditions": cond.apply_marks([], {c.COND_MACHINE_LAUNCHED: cond.Mark.true()}, clock.utcnow()),
+    }
+    clock.step(3 * 24 * 3600)
+    for mark in (
+        cond.Mark.false(cond.REASON_MULTIPLE_NODES, "Invariant violated, machine matched multiple nodes"),
+        cond.Mark.false(cond.REASON_NODE_NOT_FOUND, "Node aks-gpu1-12345678-vmss000000 no longer exists"),
+    ):
+        draft = Draft(copy.deepcopy(m))
+        draft.mark(c.COND_MACHINE_REGISTERED, mark)
+        assert liveness.check(draft, now=clock.utcnow(), settings=SETTINGS) is None
