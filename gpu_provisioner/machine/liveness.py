@@ -2,9 +2,11 @@
 (karpenter's timeouts, as settings). Pure: it reads the draft and the clock and says "expired, because
 ..." or when to look again; the controller does the deletion.
 
-- **Launch timeout** (``launch_timeout_s``, 5 min), from the Machine's creation: Azure has not
-  accepted its create because every attempt failed in a way worth retrying (throttling, server errors,
-  failed operations). Not for permanent failures (quota, VM size, capacity: re-checked instead, see
+- **Launch timeout** (``launch_timeout_s``, 5 min), from the start of the current run of launching
+  (when MachineLaunched last became Unknown/Launching: the Machine's creation, or the end of a
+  permanent failure, configuration error or user's pool that kept it False): Azure has not accepted
+  its create because every attempt failed in a way worth retrying (throttling, server errors, failed
+  operations). An hour of waiting on quota followed by one 429 on the re-check starts a new run. Not for permanent failures (quota, VM size, capacity: re-checked instead, see
   launch.py), configuration errors (a new Machine would fail the same way) or a user's pool of that
   name (deleting cannot help).
 - **Registration timeout** (``registration_timeout_s``, 15 min), from the MachineLaunched=True
@@ -53,8 +55,8 @@ def check(draft: Draft, *, now: datetime, settings: ProvisionerSettings) -> Expi
         )
     if draft.launch_outcome != "retrying":
         return None
-    created = _time(meta(draft.machine).get("creationTimestamp"))
-    left = settings.launch_timeout_s - ((now - created).total_seconds() if created else 0.0)
+    since = _launching_since(draft, now)
+    left = settings.launch_timeout_s - (now - since).total_seconds()
     if left > 0:
         return left
     message = f"agent pool {draft.name} was not launched within {settings.launch_timeout_s:g}s"
@@ -62,6 +64,16 @@ def check(draft: Draft, *, now: datetime, settings: ProvisionerSettings) -> Expi
     if launched_mark is not None and launched_mark.message:
         message += f" ({launched_mark.message})"
     return Expired(REASON_LAUNCH_TIMEOUT, message + "; deleting the Machine")
+
+
+def _launching_since(draft: Draft, now: datetime) -> datetime:
+    """When MachineLaunched became Unknown (the current run of launching began)."""
+    written = draft.condition(c.COND_MACHINE_LAUNCHED)
+    if written is None:
+        return _time(meta(draft.machine).get("creationTimestamp")) or now
+    if written.get("status") not in ("Unknown", None):
+        return now  # it leaves True/False in this reconcile: a new run starts now
+    return _time(written.get("lastTransitionTime")) or _time(meta(draft.machine).get("creationTimestamp")) or now
 
 
 def _ever_registered(draft: Draft) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from gpu_provisioner import conditions as cond
 from gpu_provisioner.cloudprovider import Instance, Operation
-from gpu_provisioner.errors import ConfigurationError, QuotaExceeded
+from gpu_provisioner.errors import ConfigurationError, QuotaExceeded, Transient
 from gpu_provisioner.machine import liveness
 from gpu_provisioner.machine.draft import Draft
 from gpu_provisioner.machine.launch import ANNOTATION_FAILED_REQUEST, REASON_NOT_OWNED, Launch
@@ -270,3 +270,21 @@ def test_a_machine_that_registered_once_is_never_expired_by_the_registration_tim
         draft = Draft(copy.deepcopy(m))
         draft.mark(c.COND_MACHINE_REGISTERED, mark)
         assert liveness.check(draft, now=clock.utcnow(), settings=SETTINGS) is None
+
+
+async def test_the_launch_timeout_counts_from_the_start_of_the_current_run_of_retries() -> None:
+    # An hour on quota (permanent: re-checked, never timed out), then one 429 on the re-check: the
+    # Machine gets a whole launch timeout from that 429 on, not "an hour since creation".
+    rig = Rig()
+    rig.cloud.fail_next("create", QuotaExceeded("exceeding approved quota", code="QuotaExceeded"))
+    await rig.reconcile()
+    rig.clock.step(3600)
+    rig.cloud.fail_next("create", Transient("Too Many Requests", code="TooManyRequests"))
+    draft, _ = await rig.reconcile()
+    assert draft.launch_outcome == "retrying"
+    assert liveness.check(draft, now=rig.clock.utcnow(), settings=SETTINGS) == SETTINGS.launch_timeout_s
+    rig.clock.step(SETTINGS.launch_timeout_s)
+    rig.cloud.fail_next("create", Transient("Too Many Requests", code="TooManyRequests"))
+    draft, _ = await rig.reconcile()
+    verdict = liveness.check(draft, now=rig.clock.utcnow(), settings=SETTINGS)
+    assert isinstance(verdict, liveness.Expired) and verdict.reason == liveness.REASON_LAUNCH_TIMEOUT
