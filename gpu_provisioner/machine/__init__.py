@@ -12,9 +12,10 @@ from gpu_provisioner.machine.controller import (
 )
 from gpu_provisioner.machine.launch import ANNOTATION_FAILED_REQUEST, REASON_NOT_OWNED
 from gpu_provisioner.machine.nodes import NODE_INDEX, agentpool_of, map_node_to_machine, node_changed
-from gpu_provisioner.machine.operations import ANNOTATION_OPERATION
+from gpu_provisioner.machine.operations import ANNOTATION_CREATE_ACCEPTED, ANNOTATION_OPERATION
 
 __all__ = [
+    "ANNOTATION_CREATE_ACCEPTED",
     "ANNOTATION_FAILED_REQUEST",
     "ANNOTATION_OPERATION",
     "COND_CLOUD_CONFIGURED",

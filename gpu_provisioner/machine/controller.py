@@ -24,7 +24,7 @@ from gpu_provisioner.machine.draft import Draft, meta
 from gpu_provisioner.machine.initialization import Initialization, initialized_label_if_ready
 from gpu_provisioner.machine.launch import ANNOTATION_FAILED_REQUEST, Launch
 from gpu_provisioner.machine.nodes import NODE_INDEX, agentpool_of, json_patch
-from gpu_provisioner.machine.operations import ANNOTATION_OPERATION, OperationLedger
+from gpu_provisioner.machine.operations import ANNOTATION_CREATE_ACCEPTED, ANNOTATION_OPERATION, OperationLedger
 from gpu_provisioner.machine.registration import Registration
 from gpu_provisioner.machine.termination import Termination
 from gpu_provisioner.settings import ProvisionerSettings, parse_selector, selector_matches
@@ -47,7 +47,7 @@ COND_CLOUD_CONFIGURED = "CloudProviderConfigured"
 """Not a lifecycle step (Ready does not depend on it): False on every Machine while the start-up
 check finds the Azure configuration wrong, so each Machine says why nothing moves."""
 REASON_CONFIGURATION_ERROR = "ConfigurationError"
-_OUR_ANNOTATIONS = (ANNOTATION_OPERATION, ANNOTATION_FAILED_REQUEST)
+_OUR_ANNOTATIONS = (ANNOTATION_OPERATION, ANNOTATION_FAILED_REQUEST, ANNOTATION_CREATE_ACCEPTED)
 
 
 def machine_filter(selector: Mapping[str, str]) -> Callable[[Mapping[str, Any]], bool]:

@@ -6,9 +6,10 @@
   (when MachineLaunched last became Unknown/Launching: the Machine's creation, or the end of a
   permanent failure, configuration error or user's pool that kept it False): Azure has not accepted
   its create because every attempt failed in a way worth retrying (throttling, server errors, failed
-  operations). An hour of waiting on quota followed by one 429 on the re-check starts a new run. Not for permanent failures (quota, VM size, capacity: re-checked instead, see
-  launch.py), configuration errors (a new Machine would fail the same way) or a user's pool of that
-  name (deleting cannot help).
+  operations); an hour of waiting on quota followed by one 429 on the re-check starts a new run.
+  Not for permanent failures (quota, VM size, capacity: re-checked instead, see launch.py),
+  configuration errors (a new Machine would fail the same way) or a user's pool of that name
+  (deleting cannot help).
 - **Registration timeout** (``registration_timeout_s``, 15 min), from the MachineLaunched=True
   transition: the pool succeeded but its node never registered. Only while the Machine has never
   registered (``status.nodeName`` unset): a Machine whose node was there once and is now missing

@@ -2,7 +2,12 @@
 ``gpu-provisioner.kaito.sh/operation``, holding the poller's continuation token, so a restarted
 operator resumes it) and, for the few seconds until that annotation is written, in memory keyed by
 the Machine's UID (so a lost write never makes a second pool). The memory is cleared when the
-Machine goes."""
+Machine goes.
+
+Once Azure accepted a create for the Machine, the annotation ``gpu-provisioner.kaito.sh/create-accepted``
+says so for good (never removed): the create's operation is cleared when it fails, but a failed pool
+(QuotaExceeded, AllocationFailed) may still stand with our tags, so termination must wait for Azure
+to say it is gone."""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ log = logging.getLogger(__name__)
 
 ANNOTATION_OPERATION: Final = "gpu-provisioner.kaito.sh/operation"
 """The running Azure operation (kind and continuation token), so a restart resumes it."""
+ANNOTATION_CREATE_ACCEPTED: Final = "gpu-provisioner.kaito.sh/create-accepted"
+"""Azure accepted a create for this Machine at least once (when it first did); never removed."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,14 @@ class OperationLedger:
 
     def save(self, draft: Draft, operation: Operation) -> None:
         draft.annotations[ANNOTATION_OPERATION] = json.dumps({"kind": operation.kind, "token": operation.token})
+        if operation.kind == "create" and draft.annotation(ANNOTATION_CREATE_ACCEPTED) is None:
+            draft.annotations[ANNOTATION_CREATE_ACCEPTED] = self._clock.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
         self._started[draft.uid] = _Started(operation, draft.name, self._clock.monotonic() + self._ttl_s)
+
+    @staticmethod
+    def create_accepted(draft: Draft) -> bool:
+        """Azure accepted a create for this Machine at some time (its pool may exist, even Failed)."""
+        return draft.annotation(ANNOTATION_CREATE_ACCEPTED) is not None
 
     def clear(self, draft: Draft) -> None:
         if draft.annotation(ANNOTATION_OPERATION) is not None:

@@ -23,6 +23,7 @@ from gpu_provisioner.errors import (
     UnreadableOperation,
 )
 from gpu_provisioner.machine.draft import Draft, meta
+from gpu_provisioner.machine.launch import ANNOTATION_FAILED_REQUEST
 from gpu_provisioner.machine.nodes import delete_node, drain_and_delete
 from gpu_provisioner.machine.operations import OperationLedger
 from gpu_provisioner.machine.registration import Registration
@@ -135,7 +136,7 @@ class Termination:
             return self._poll_delay(error.retry_after)
         if isinstance(error, ConfigurationError) and not self._may_have_created(draft):
             # Azure never accepted a create for this Machine, so there is no pool to wait for; should
-            # that be wrong (a lost write before a restart), the garbage collector removes the pool.
+            # that be wrong (a write lost before a restart), the garbage collector removes the pool.
             log.warning(
                 "machine %s: released without deleting an agent pool: none was ever created (%s)",
                 draft.name,
@@ -149,8 +150,13 @@ class Termination:
         return self._settings.auth_retry_interval_s
 
     def _may_have_created(self, draft: Draft) -> bool:
-        """Azure may hold a pool of ours for this Machine: it launched, or a create was accepted."""
-        if draft.status_of(c.COND_MACHINE_LAUNCHED) == "True":
+        """Azure may hold a pool of ours for this Machine: it launched, or a create was accepted (even
+        one whose operation failed later: a Failed pool with our tags may stand). A Machine of an
+        older version, which wrote no create-accepted marker, counts when it has a failed-request
+        annotation (written after every accepted PUT, and after permanent refusals)."""
+        if draft.status_of(c.COND_MACHINE_LAUNCHED) == "True" or OperationLedger.create_accepted(draft):
+            return True
+        if draft.annotation(ANNOTATION_FAILED_REQUEST) is not None:
             return True
         return self._operations.find(draft, "create") is not None
 

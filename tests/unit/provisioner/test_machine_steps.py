@@ -288,3 +288,29 @@ async def test_the_launch_timeout_counts_from_the_start_of_the_current_run_of_re
     draft, _ = await rig.reconcile()
     verdict = liveness.check(draft, now=rig.clock.utcnow(), settings=SETTINGS)
     assert isinstance(verdict, liveness.Expired) and verdict.reason == liveness.REASON_LAUNCH_TIMEOUT
+
+
+async def test_a_configuration_error_keeps_the_finalizer_once_a_create_was_accepted() -> None:
+    # The PUT was accepted, its operation later failed (QuotaExceeded): launch clears the operation,
+    # but a Failed pool with our tags may stand, so the Machine cannot be released unchecked.
+    rig = Rig()
+    await rig.reconcile()
+    rig.cloud.fail_operation("gpu1", QuotaExceeded("exceeding approved quota", code="QuotaExceeded"))
+    await rig.reconcile()
+    assert ANNOTATION_OPERATION not in rig.machine["metadata"]["annotations"]
+    assert rig.cloud.instances["gpu1"].provisioning_state == "Failed"
+    rig.machine["metadata"]["annotations"].pop(ANNOTATION_FAILED_REQUEST)  # the user asked for a retry now
+    rig.cloud.fail_next("get", wrong_resource_group())
+    step, _ = termination(rig.cloud, [])
+    draft = Draft(copy.deepcopy(rig.machine))
+    assert await step.reconcile(draft) == SETTINGS.auth_retry_interval_s
+    assert [e[1] for e in draft.events] == ["ConfigurationError"]
+
+
+async def test_a_configuration_error_releases_a_machine_azure_never_accepted_a_create_for() -> None:
+    rig = Rig()
+    rig.cloud.fail_next("get", wrong_resource_group())
+    await rig.reconcile()
+    rig.cloud.fail_next("get", wrong_resource_group())
+    step, _ = termination(rig.cloud, [])
+    assert await step.reconcile(Draft(copy.deepcopy(rig.machine))) is True
