@@ -458,6 +458,8 @@ class AksCloudProvider:
             return await self._call(look, operation_failed=True)
         except errors.NotFound:
             if operation.kind == "delete":
+                # The pool, or only the operation id (expired, unknown), is gone: callers GET the
+                # pool before they believe it deleted.
                 return OperationProgress(done=True)
             raise
 

@@ -1,7 +1,8 @@
 """Termination: a deleted Machine gives back what it made, and only that. Its pool is ours only when
 the pool's tags say "this cluster, this Machine"; then its nodes are cordoned and drained (the
 Eviction API, PodDisruptionBudgets respected, up to ``drain_timeout_s``), deleted, and the pool's
-DELETE is started and followed. A pool that is not ours (the user's pool of that name) and its nodes
+DELETE is started and followed until a GET of the pool answers NotFound (a finished or unknown
+delete operation alone releases nothing). A pool that is not ours (the user's pool of that name) and its nodes
 are never touched. A 404 that may mean a wrong resource group, cluster or subscription is a
 configuration error: the finalizer stays until Azure can answer."""
 
@@ -66,7 +67,9 @@ class Termination:
             if progress is not None:
                 if not progress.done:
                     return self._poll_delay(progress.retry_after)
-                return await self._release_own_nodes(draft)
+                # Done, or Azure no longer knows the operation (an expired id reads as done): only
+                # the pool's own NotFound proves it gone, so look at it before letting go.
+                self._operations.clear(draft)
             pool = await self._cloud.get(draft.name)
             if not agentpool.belongs_to(pool.tags, cluster_name=self._cluster_name, machine_name=draft.name):
                 log.warning(

@@ -314,3 +314,16 @@ async def test_a_configuration_error_releases_a_machine_azure_never_accepted_a_c
     rig.cloud.fail_next("get", wrong_resource_group())
     step, _ = termination(rig.cloud, [])
     assert await step.reconcile(Draft(copy.deepcopy(rig.machine))) is True
+
+
+async def test_a_delete_operation_azure_no_longer_knows_releases_nothing_while_the_pool_stands() -> None:
+    # An expired operation id reads as "done"; the pool itself decides: it stands, so it is deleted.
+    cloud = FakeCloud()
+    cloud.instances["gpu1"] = Instance("gpu1", "Standard_NC12s_v3", "Succeeded", tags=OURS)
+    step, _ = termination(cloud, [])
+    m = machine()
+    m["metadata"]["annotations"] = {ANNOTATION_OPERATION: json.dumps({"kind": "delete", "token": "fake-expired"})}
+    draft = Draft(m)
+    assert await step.reconcile(draft) == SETTINGS.poll_interval_s
+    assert len(cloud.calls_of("delete")) == 1
+    assert json.loads(draft.annotations[ANNOTATION_OPERATION] or "")["token"] != "fake-expired"
