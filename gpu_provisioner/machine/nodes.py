@@ -176,6 +176,34 @@ async def delete_node(client: KubeClient, node: Mapping[str, Any]) -> None:
             raise
 
 
+async def disown_node(client: KubeClient, node: Mapping[str, Any], machine_uid: str) -> None:
+    """Take our finalizer and the owner reference to the Machine ``machine_uid`` off ``node``, and
+    nothing else: the node is not ours to delete (a user's node that an older version claimed)."""
+    node_meta = meta(node)
+    name = str(node_meta.get("name"))
+    operations: list[dict[str, Any]] = []
+    finalizers = list(node_meta.get("finalizers") or [])
+    if c.MACHINE_FINALIZER in finalizers:
+        index = finalizers.index(c.MACHINE_FINALIZER)
+        operations += [
+            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": c.MACHINE_FINALIZER},
+            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+        ]
+    owners = list(node_meta.get("ownerReferences") or [])
+    for index in reversed([i for i, ref in enumerate(owners) if ref.get("uid") == machine_uid]):
+        operations += [
+            {"op": "test", "path": f"/metadata/ownerReferences/{index}/uid", "value": machine_uid},
+            {"op": "remove", "path": f"/metadata/ownerReferences/{index}"},
+        ]
+    if not operations:
+        return
+    try:
+        await json_patch(client, NODE, name, operations)
+    except ApiError as error:
+        if not error.not_found:
+            raise
+
+
 async def drain_and_delete(
     client: KubeClient, nodes: Sequence[Mapping[str, Any]], *, clock: Clock, timeout_s: float
 ) -> list[DrainPass]:

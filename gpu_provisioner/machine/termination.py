@@ -2,9 +2,10 @@
 the pool's tags say "this cluster, this Machine"; then its nodes are cordoned and drained (the
 Eviction API, PodDisruptionBudgets respected, up to ``drain_timeout_s``), deleted, and the pool's
 DELETE is started and followed until a GET of the pool answers NotFound (a finished or unknown
-delete operation alone releases nothing). A pool that is not ours (the user's pool of that name) and its nodes
-are never touched. A 404 that may mean a wrong resource group, cluster or subscription is a
-configuration error: the finalizer stays until Azure can answer."""
+delete operation alone releases nothing). A pool that is not ours (the user's pool of that name) and
+its nodes are never deleted: only our finalizer and our owner reference come off such a node. A 404
+that may mean a wrong resource group, cluster or subscription is a configuration error: the
+finalizer stays until Azure can answer."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from gpu_provisioner.errors import (
 )
 from gpu_provisioner.machine.draft import Draft, meta
 from gpu_provisioner.machine.launch import ANNOTATION_FAILED_REQUEST
-from gpu_provisioner.machine.nodes import delete_node, drain_and_delete
+from gpu_provisioner.machine.nodes import delete_node, disown_node, drain_and_delete
 from gpu_provisioner.machine.operations import OperationLedger
 from gpu_provisioner.machine.registration import Registration
 from gpu_provisioner.settings import ProvisionerSettings
@@ -81,7 +82,8 @@ class Termination:
                 draft.events.append(
                     ("Normal", "AgentPoolLeftAlone", f"agent pool {draft.name} was not created by kaito; not deleted")
                 )
-                return await self._release_own_nodes(draft)
+                await self._disown_nodes(draft)
+                return True
             if pool.deleting:
                 return self._settings.poll_interval_s
             draining = await drain_and_delete(
@@ -122,12 +124,24 @@ class Termination:
             return None
 
     async def _release_own_nodes(self, draft: Draft) -> Finished:
-        """The pool is gone (or not ours): delete the nodes this Machine registered, if any are left."""
+        """The pool is gone: delete the nodes this Machine registered, if any are left."""
         for node in self._registration.nodes_of(draft.name):
             owners = meta(node).get("ownerReferences") or []
             if any(ref.get("uid") == draft.uid for ref in owners):
                 await delete_node(self._client, node)
         return True
+
+    async def _disown_nodes(self, draft: Draft) -> None:
+        """The pool is not ours: its nodes are never deleted, but one an older version claimed for
+        this Machine loses our finalizer and owner reference (else Kubernetes' garbage collector
+        would delete it once the Machine is gone)."""
+        for node in self._registration.nodes_of(draft.name):
+            node_meta = meta(node)
+            owners = node_meta.get("ownerReferences") or []
+            if c.MACHINE_FINALIZER in (node_meta.get("finalizers") or []) or any(
+                ref.get("uid") == draft.uid for ref in owners
+            ):
+                await disown_node(self._client, node, draft.uid)
 
     def _failed(self, draft: Draft, error: CloudError) -> Finished | float | None:
         if isinstance(error, OperationFailed):

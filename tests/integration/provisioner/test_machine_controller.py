@@ -397,6 +397,22 @@ async def test_a_user_pool_named_like_the_machine_is_untouched_and_the_machine_s
             return True if "AgentPoolNotOwned" in [e["reason"] for e in await warning_events(kube, name)] else None
 
         await eventually(warned, what="a Warning Event AgentPoolNotOwned")
+        # An older version claimed the user's node for the Machine: our finalizer, an owner reference.
+        claim = {
+            "metadata": {
+                "finalizers": [c.MACHINE_FINALIZER],
+                "ownerReferences": [
+                    {"apiVersion": MACHINE.api_version, "kind": MACHINE.kind, "name": name, "uid": machine_uid(machine)}
+                ],
+            }
+        }
+        await kube.patch(NODE, user_node["metadata"]["name"], claim, patch_type="strategic")
+
+        async def claim_seen() -> bool | None:
+            nodes = running.machines.registration.nodes_of(name)
+            return True if nodes and nodes[0]["metadata"].get("ownerReferences") else None
+
+        await eventually(claim_seen, what="the provisioner's node cache holds the claim")
         await kube.delete(MACHINE, name)
         await wait_for(kube, MACHINE, name, gone, what="the Machine released")
         assert len(running.machines.operations) == 0, "the per-UID memory is empty once the Machines are gone"
@@ -404,7 +420,14 @@ async def test_a_user_pool_named_like_the_machine_is_untouched_and_the_machine_s
     assert simulator.cluster.pools[name].properties.get("tags") is None
     node = await kube.get(NODE, user_node["metadata"]["name"])
     assert not node["spec"].get("unschedulable") and not node["metadata"].get("deletionTimestamp")
+    assert c.MACHINE_FINALIZER not in (node["metadata"].get("finalizers") or [])
+    assert not node["metadata"].get("ownerReferences"), "the owner reference to the Machine is taken off"
     await force_delete(kube, NODE, node["metadata"]["name"])
+
+
+def machine_uid(machine: dict[str, Any] | None) -> str:
+    assert machine is not None
+    return str(machine["metadata"]["uid"])
 
 
 async def _ready_pool(simulator: AksSimulator, name: str) -> bool | None:
