@@ -3,6 +3,9 @@ start, then periodically. A subscription, resource group or cluster that does no
 identity without rights, is a :class:`~gpu_provisioner.errors.ConfigurationError`: the check keeps
 its message for ``/readyz`` and for the ``CloudProviderConfigured`` condition of every Machine, and
 wakes the Machine controller whenever the verdict changes. A transient failure changes nothing.
+Entra ID ends each refusal with a fresh Trace ID, Correlation ID and Timestamp; those are dropped
+from the message, so the same refusal is the same verdict (no wake-up, no condition rewrite, no new
+Event on every check).
 
 It runs as a controller with one fixed key (a singleton; its requeue makes it periodic).
 """
@@ -13,7 +16,7 @@ import logging
 from typing import Final
 
 from gpu_provisioner.cloudprovider import CloudProvider
-from gpu_provisioner.errors import CloudError, ConfigurationError
+from gpu_provisioner.errors import CloudError, ConfigurationError, without_volatile_parts
 from gpu_provisioner.settings import ProvisionerSettings
 from kaito_operator.runtime import Controller, Informer, ObjectKey, Result
 
@@ -46,7 +49,7 @@ class ConfigurationCheck:
         try:
             await self._cloud.list()
         except ConfigurationError as error:
-            self._verdict(f"AKS cluster {self._cluster}: {error.reason}: {error}")
+            self._verdict(without_volatile_parts(f"AKS cluster {self._cluster}: {error.reason}: {error}"))
             return Result(self._settings.configuration_recheck_interval_s)
         except CloudError as error:
             log.info("configuration check: Azure did not answer (%s); checking again soon", error)

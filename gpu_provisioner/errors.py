@@ -8,6 +8,23 @@ show the user what Azure said.
 
 from __future__ import annotations
 
+import re
+from typing import Final
+
+_VOLATILE: Final = re.compile(
+    r"\s*(?:"
+    r"(?:Trace ID|Correlation ID):\s*[0-9A-Fa-f-]+"
+    r"|Timestamp:\s*\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?Z?"
+    r"|[\"']?(?:trace_id|correlation_id|timestamp)[\"']?\s*:\s*[\"'][^\"']*[\"'],?"
+    r")"
+)
+"""The parts of an Entra ID refusal that change with every request."""
+
+
+def without_volatile_parts(message: str) -> str:
+    """``message`` without Entra ID's per-request Trace ID, Correlation ID and Timestamp."""
+    return _VOLATILE.sub("", message).strip()
+
 
 class CloudError(Exception):
     """Base of every failure a cloud provider reports.

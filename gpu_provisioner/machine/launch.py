@@ -27,6 +27,7 @@ from gpu_provisioner.errors import (
     OperationFailed,
     OperationInProgress,
     UnreadableOperation,
+    without_volatile_parts,
 )
 from gpu_provisioner.machine.draft import Draft
 from gpu_provisioner.machine.operations import OperationLedger
@@ -189,7 +190,7 @@ class Launch:
         draft.events.append(("Normal", "Launched", f"AKS agent pool {spec.name} is ready"))
 
     def _failed(self, draft: Draft, error: CloudError) -> None:
-        message = f"{error.reason}: creating agent pool {draft.name} failed: {error}"
+        message = without_volatile_parts(f"{error.reason}: creating agent pool {draft.name} failed: {error}")
         if error.permanent and not isinstance(error, InvalidParameters):
             message += (
                 f" (sent again every {self._settings.launch_recheck_interval_s:g}s; remove the annotation "

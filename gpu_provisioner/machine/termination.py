@@ -23,6 +23,7 @@ from gpu_provisioner.errors import (
     OperationInProgress,
     Transient,
     UnreadableOperation,
+    without_volatile_parts,
 )
 from gpu_provisioner.machine.draft import Draft, meta
 from gpu_provisioner.machine.launch import ANNOTATION_FAILED_REQUEST
@@ -161,7 +162,11 @@ class Termination:
                 extra={"key": draft.name},
             )
             return True
-        message = cond.trim(f"deleting agent pool {draft.name} failed: {error}; the finalizer stays until it is gone")
+        message = cond.trim(
+            without_volatile_parts(
+                f"deleting agent pool {draft.name} failed: {error}; the finalizer stays until it is gone"
+            )
+        )
         draft.events.append(("Warning", error.reason, message))
         log.warning("machine %s: %s", draft.name, message, extra={"key": draft.name})
         return self._settings.auth_retry_interval_s
