@@ -26,7 +26,7 @@ from gpu_provisioner.testing import a_machine, fast_provisioner
 from kaito.testing import provisioner_operator, reconciled_again, running_operator
 from kaito_operator.api import constants as c
 from kaito_operator.api.kinds import MACHINE
-from kaito_operator.runtime import EVENT, NODE, POD, ApiError, KubeClient
+from kaito_operator.runtime import EVENT, NODE, POD, ApiError, KubeClient, ResourceKind
 from kaito_operator.testing import (
     condition,
     eventually,
@@ -43,6 +43,8 @@ from sandbox.controlplane import ControlPlane
 pytestmark = pytest.mark.full
 
 FOREVER = None
+TEST_FINALIZER = "kaito.sh/test-holds-the-node"
+POD_DISRUPTION_BUDGET = ResourceKind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", namespaced=True)
 
 
 def unique_name() -> str:
@@ -467,14 +469,17 @@ async def test_a_wrong_resource_group_is_a_clear_condition_and_keeps_the_finaliz
 async def test_a_node_with_a_pod_is_drained_before_it_is_deleted(rig: Rig, namespace: str) -> None:
     kube, simulator = rig.kube, rig.simulator
     name = unique_name()
-    async with rig.operator():
+    async with rig.operator() as running:
         await rig.create_machine(name)
         machine = await wait_for(kube, MACHINE, name, has_condition("Ready", "True"), what="Machine Ready")
         node_name = machine["status"]["nodeName"]  # type: ignore[index]
+        # The test's own finalizer keeps a deleted node visible, so the controller-manager's pod GC
+        # (which deletes the pods of a node that is gone) cannot take the pod: only an eviction can.
+        await kube.patch(NODE, node_name, {"metadata": {"finalizers": [TEST_FINALIZER]}}, patch_type="strategic")
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": "inference", "namespace": namespace},
+            "metadata": {"name": "inference", "namespace": namespace, "labels": {"app": "inference"}},
             "spec": {
                 "nodeName": node_name,
                 "tolerations": [{"operator": "Exists"}],
@@ -482,8 +487,35 @@ async def test_a_node_with_a_pod_is_drained_before_it_is_deleted(rig: Rig, names
             },
         }
         await kube.create(POD, pod)
+        pdb = {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "inference", "namespace": namespace},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "inference"}}},
+        }
+        await kube.create(POD_DISRUPTION_BUDGET, pdb)
         await kube.delete(MACHINE, name)
+        await wait_for(kube, NODE, node_name, lambda n: bool(n and n["spec"].get("unschedulable")), what="cordoned")
+
+        async def drain_blocked() -> bool | None:
+            events, _ = await kube.list(EVENT, "default", field_selector=f"involvedObject.name={name}")
+            return True if "DrainBlocked" in [e["reason"] for e in events] else None
+
+        await eventually(drain_blocked, timeout=30, what="a DrainBlocked Event")
+        before = running.reconciles(MACHINE_CONTROLLER)
+        await reconciled_again(running.operator, MACHINE_CONTROLLER, before)  # another blocked pass
+        node = await kube.get(NODE, node_name)
+        assert not node["metadata"].get("deletionTimestamp"), "the node stays while the PDB forbids the eviction"
+        assert (await kube.get(MACHINE, name))["metadata"].get("deletionTimestamp"), "the Machine stays too"
+        assert not (await kube.get(POD, "inference", namespace))["metadata"].get("deletionTimestamp")
+        assert not simulator.requests_for("DELETE", name)
+
+        await kube.delete(POD_DISRUPTION_BUDGET, "inference", namespace)
         await wait_for(kube, POD, "inference", gone, namespace=namespace, what="the pod evicted", timeout=60)
+        await wait_for(
+            kube, NODE, node_name, lambda n: bool(n and n["metadata"].get("deletionTimestamp")), what="node deleted"
+        )
+        await force_delete(kube, NODE, node_name)
         await wait_for(kube, MACHINE, name, gone, what="Machine gone")
     assert [r.status for r in simulator.requests_for("DELETE", name)] == [202]
 
