@@ -417,7 +417,6 @@ async def test_a_user_pool_named_like_the_machine_is_untouched_and_the_machine_s
         await eventually(claim_seen, what="the provisioner's node cache holds the claim")
         await kube.delete(MACHINE, name)
         await wait_for(kube, MACHINE, name, gone, what="the Machine released")
-        assert len(running.machines.operations) == 0, "the per-UID memory is empty once the Machines are gone"
     assert not simulator.requests_for("PUT", name) and not simulator.requests_for("DELETE", name)
     assert simulator.cluster.pools[name].properties.get("tags") is None
     node = await kube.get(NODE, user_node["metadata"]["name"])
@@ -518,6 +517,25 @@ async def test_a_node_with_a_pod_is_drained_before_it_is_deleted(rig: Rig, names
         await force_delete(kube, NODE, node_name)
         await wait_for(kube, MACHINE, name, gone, what="Machine gone")
     assert [r.status for r in simulator.requests_for("DELETE", name)] == [202]
+
+
+async def test_a_machine_deleted_mid_create_leaves_no_pool_and_an_empty_operations_memory(rig: Rig) -> None:
+    kube = rig.kube
+    name = unique_name()
+    async with AksSimulator(SimulatorConfig(provisioning_delay_s=5, deletion_delay_s=0.1)) as slow:
+        async with provisioner_operator(rig.api, slow, rig.token_file, fast_provisioner(rig.selector)) as running:
+            await rig.create_machine(name)
+
+            def creating(machine: dict[str, Any] | None) -> bool:
+                raw = ((machine or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_OPERATION)
+                return bool(raw) and json.loads(raw).get("kind") == "create"
+
+            await wait_for(kube, MACHINE, name, creating, what="the create running")
+            assert len(running.machines.operations) == 1, "the running create is remembered by UID"
+            await kube.delete(MACHINE, name)
+            await wait_for(kube, MACHINE, name, gone, what="the Machine released", timeout=60)
+            assert len(running.machines.operations) == 0, "the per-UID memory is empty once the Machine is gone"
+        assert name not in slow.cluster.pools, "its pool went with it"
 
 
 async def test_a_node_that_never_registers_gets_its_machine_deleted(rig: Rig, control_plane: ControlPlane) -> None:
