@@ -91,7 +91,7 @@ def resolve_role_id(roles: list[dict[str, Any]], role: str, subscription: str) -
         return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{uuid.UUID(role)}"
     except ValueError:
         pass
-    matched = [r["id"] for r in roles if r["roleName"] == role]
+    matched: list[str] = [r["id"] for r in roles if r["roleName"] == role]
     if not matched:
         raise AzError(f"Role '{role}' doesn't exist.")
     return matched[0]
@@ -200,9 +200,9 @@ def run(state: dict[str, Any], argv: list[str]) -> Any:
         ]
     if command == "role assignment create":
         role_id = resolve_role_id(roles, opt["role"], account["id"])
-        role = next((r for r in roles if r["id"] == role_id), None)
+        assigned: dict[str, Any] | None = next((r for r in roles if r["id"] == role_id), None)
         lagging = state.get("replication_lag", 0)
-        if role is None or lagging:
+        if assigned is None or lagging:
             state["replication_lag"] = max(lagging - 1, 0)
             raise AzError(
                 f"(RoleDefinitionDoesNotExist) The specified role definition with ID '{role_id.rsplit('/', 1)[-1]}' "
@@ -212,7 +212,7 @@ def run(state: dict[str, Any], argv: list[str]) -> Any:
             "principalId": opt["assignee-object-id"],
             "principalType": opt.get("assignee-principal-type"),
             "roleDefinitionId": role_id,
-            "roleDefinitionName": role["roleName"],
+            "roleDefinitionName": assigned["roleName"],
             "scope": opt["scope"],
             "id": f"{opt['scope']}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}",
         }

@@ -51,12 +51,18 @@ OPERATION_STATUS_ACTIONS = {
 
 
 def cluster_scoped_role(state: dict[str, Any]) -> dict[str, Any]:
-    (role,) = [r for r in state["role_definitions"] if SUBSCRIPTION_SCOPE not in r["assignableScopes"]]
+    roles: list[dict[str, Any]] = [
+        r for r in state["role_definitions"] if SUBSCRIPTION_SCOPE not in r["assignableScopes"]
+    ]
+    (role,) = roles
     return role
 
 
 def operations_role(state: dict[str, Any]) -> dict[str, Any]:
-    (role,) = [r for r in state["role_definitions"] if r["assignableScopes"] == [SUBSCRIPTION_SCOPE]]
+    roles: list[dict[str, Any]] = [
+        r for r in state["role_definitions"] if r["assignableScopes"] == [SUBSCRIPTION_SCOPE]
+    ]
+    (role,) = roles
     return role
 
 
