@@ -8,7 +8,7 @@
 #      and its agent pools, assigned to the identity on the cluster, and a second one that can only
 #      read the status of AKS operations, assigned on the subscription (see step 5 for why);
 #   6. prints the helm install command with every value filled in.
-# Every step reads first and changes only what is missing, so a second run changes nothing.
+# Every step reads first and changes only what is missing or different, so a second run changes nothing.
 # --dry-run runs the reads and prints the changes it would make, without making them.
 set -euo pipefail
 
