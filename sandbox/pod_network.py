@@ -5,8 +5,10 @@ an ``unreachable`` route for the whole range: the kernel refuses a second identi
 sandboxes never share a range, and traffic to a pod IP nobody serves fails on this machine instead
 of leaving it. Each served pod then gets a namespace with a veth pair: ``eth0`` inside holds the
 pod's IP (/32), the host end holds the range's gateway address (``.1``, which kwok never hands out)
-and a /32 route to the pod. The kube-apiserver's service proxy, kwok's port-forward and the runner's
-health checks reach the pod through that route; nothing else in the range is routed anywhere.
+and a /32 route to the pod. Inside, the only route is the link route to the gateway: replies need
+no more, and without a default route nothing in the namespace reaches past this machine, even on a
+host that forwards packets. The kube-apiserver's service proxy, kwok's port-forward and the runner's
+health checks reach the pod through the host's /32 route; nothing else in the range is routed.
 
 Every name starts with a prefix derived from the sandbox's id, and everything made is recorded in
 ``network.json`` in the state folder, so ``kaito sandbox down`` (or the next ``up`` after a crash)
@@ -158,7 +160,6 @@ def create_pod_namespace(state_dir: Path, record: NetworkRecord, pod_uid: str, p
         _ip("-n", namespace, "addr", "add", f"{pod_ip}/32", "dev", "eth0")
         _ip("-n", namespace, "link", "set", "eth0", "up")
         _ip("-n", namespace, "route", "add", record.gateway, "dev", "eth0")
-        _ip("-n", namespace, "route", "add", "default", "via", record.gateway, "dev", "eth0")
         _ip("route", "add", f"{pod_ip}/32", "dev", link, "src", record.gateway)
     except (PodNetworkError, subprocess.TimeoutExpired):
         delete_pod_namespace(state_dir, record, namespace)

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ POLL_SECONDS: Final = 1.0
 HEALTH_TIMEOUT_S: Final = 2.0
 STOP_GRACE_S: Final = 15.0
 DEFAULT_PORT: Final = 80
+OFFLINE_ENVIRONMENT: Final = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+"""The runtime loads the sandbox's local model only: Hugging Face libraries never go online."""
 
 
 def is_served(pod: dict[str, Any]) -> bool:
@@ -206,6 +209,7 @@ class PodRunner:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 preexec_fn=die_with_parent,
+                env={**os.environ, **OFFLINE_ENVIRONMENT},
             )
             for stream_name in ("stdout", "stderr"):
                 stream = getattr(served.process, stream_name)
