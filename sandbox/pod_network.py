@@ -14,8 +14,10 @@ Every name starts with a prefix derived from the sandbox's id, and everything ma
 ``network.json`` in the state folder, so ``kaito sandbox down`` (or the next ``up`` after a crash)
 removes exactly what this sandbox made.
 
-Without root (or without ``ip``) there are no namespaces: pods get loopback IPs (127.x) and their
-servers bind those; see ``network_mode``.
+As root the range is reserved whenever kwok hands out pod IPs, served or not, so even a pod nobody
+serves has an address that fails here. Without root (or without ``ip``) there are no namespaces or
+guard routes: served pods get loopback IPs (127.x) and their servers bind those (``network_mode``);
+unserved pods get kwok's default range, which nothing may dial.
 """
 
 from __future__ import annotations
@@ -194,13 +196,10 @@ def _existing_links() -> list[str]:
     return names
 
 
-def remove_all(state_dir: Path) -> list[str]:
-    """Remove every namespace, link and route the sandbox recorded in ``state_dir`` (also those named
-    with its prefix but not yet recorded); return what was removed. Safe to repeat."""
-    record = NetworkRecord.load(state_dir)
-    if record is None or record.mode != "namespaces":
-        with contextlib.suppress(FileNotFoundError):
-            (state_dir / RECORD_FILE).unlink()
+def release(record: NetworkRecord) -> list[str]:
+    """Remove every namespace and link ``record`` names (also those with its prefix but not yet
+    recorded) and its guard route; return what was removed. Safe to repeat."""
+    if record.mode != "namespaces":
         return []
     removed = []
     namespaces = set(record.namespaces) | {n for n in _existing_namespaces() if n.startswith(record.namespace_prefix)}
@@ -213,6 +212,14 @@ def remove_all(state_dir: Path) -> list[str]:
             removed.append(f"link {link}")
     if record.guard_route and _ip("route", "del", "unreachable", record.pod_range, check=False).returncode == 0:
         removed.append(f"route {record.pod_range}")
+    return removed
+
+
+def remove_all(state_dir: Path) -> list[str]:
+    """Release what the sandbox recorded in ``state_dir`` (``release``) and forget the record; return
+    what was removed. Safe to repeat."""
+    record = NetworkRecord.load(state_dir)
+    removed = release(record) if record is not None else []
     with contextlib.suppress(FileNotFoundError):
         (state_dir / RECORD_FILE).unlink()
     return removed
