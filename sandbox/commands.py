@@ -235,8 +235,16 @@ def up(args: argparse.Namespace) -> int:
     if serve and args.profile != "full":
         print("error: --serve needs --profile full (pods run on kwok's nodes)", file=sys.stderr)
         return 2
+    if is_running(state_dir):
+        # Before anything touches the folder: its network.json belongs to the running sandbox.
+        print(
+            f"error: a control plane is already running from {state_dir}; stop it with "
+            f"`kaito sandbox down --state-dir {state_dir}` or pick another --state-dir",
+            file=sys.stderr,
+        )
+        return 1
     record: pod_network.NetworkRecord | None = None
-    if serve and not is_running(state_dir):
+    if serve:
         left = pod_network.remove_all(state_dir)  # a crashed run's namespaces, links and route
         if left:
             print(f"removed what a previous run left: {', '.join(left)}", file=sys.stderr)
