@@ -244,10 +244,9 @@ def up(args: argparse.Namespace) -> int:
         )
         return 1
     record: pod_network.NetworkRecord | None = None
-    if serve:
-        left = pod_network.remove_all(state_dir)  # a crashed run's namespaces, links and route
-        if left:
-            print(f"removed what a previous run left: {', '.join(left)}", file=sys.stderr)
+    left = pod_network.remove_all(state_dir)  # a crashed run's namespaces, links and route
+    if left:
+        print(f"removed what a previous run left: {', '.join(left)}", file=sys.stderr)
     # kwok's pod IPs come from a range of the sandbox's own, reserved by a guard route as root, whether
     # or not the pods are served: an unserved pod's address then fails here instead of going anywhere.
     reserve_range = args.profile == "full" and (serve or pod_network.network_mode() == "namespaces")
