@@ -292,7 +292,7 @@ def up(args: argparse.Namespace) -> int:
         if serve and record is not None:
             _start_pod_runner(plane, record)
         asyncio.run(_apply(plane, manifests, args.wait_ready))
-    except (ControlPlaneError, BinaryError, ValueError, TimeoutError, OSError, subprocess.SubprocessError) as error:
+    except Exception as error:  # whatever failed (API, HTTP, process), nothing half-made stays behind
         plane.stop()
         pod_network.remove_all(state_dir)
         print(f"error: {error}", file=sys.stderr)
