@@ -118,7 +118,10 @@ class InferenceServer:
         self._limits = config.limits
         self._metrics = metrics
         self._in_flight = 0
-        self._expected_authorization = f"Bearer {api_key}".encode() if api_key else None
+        if api_key is not None and not api_key.strip():
+            # An empty key must never read as "no key": that would serve an open endpoint.
+            raise ValueError("api_key is empty: give a key, or None to serve without one")
+        self._expected_authorization = None if api_key is None else f"Bearer {api_key}".encode()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._authorize, self._errors], client_max_size=PAYLOAD_LIMIT)
