@@ -59,6 +59,10 @@ from model_images.runtime.protocol import (
     chat_finish_reason,
 )
 from model_images.runtime.validation import (
+    CHAT_FIELDS,
+    COMPLETION_FIELDS,
+    TGI_FIELDS,
+    FieldNames,
     InferenceError,
     Limits,
     OverloadedError,
@@ -161,7 +165,7 @@ class InferenceServer:
         top_n = parameters.top_n_tokens or 0
         with self._slot():
             generation, _ = await self._prepare(
-                prompt, parameters, stream=body.stream, add_special_tokens=add_special_tokens, field="messages"
+                prompt, parameters, stream=body.stream, add_special_tokens=add_special_tokens, fields=CHAT_FIELDS
             )
             handle = self._engine.submit(generation)
             if body.stream:
@@ -199,7 +203,7 @@ class InferenceServer:
         model = body.model or self._config.model_id
         top_n = parameters.top_n_tokens or 0
         with self._slot():
-            generation, valid = await self._prepare(prompt, parameters, stream=body.stream, field="prompt")
+            generation, valid = await self._prepare(prompt, parameters, stream=body.stream, fields=COMPLETION_FIELDS)
             handle = self._engine.submit(generation)
             if body.stream:
                 include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -432,18 +436,18 @@ class InferenceServer:
         *,
         stream: bool,
         add_special_tokens: bool = True,
-        field: str = "inputs",
+        fields: FieldNames = TGI_FIELDS,
     ) -> tuple[GenerationInput, ValidParameters]:
         """Validate, then tokenise in a worker thread (after the character cap) so the event loop
-        keeps serving while a long prompt is encoded."""
-        valid = validate_parameters(parameters, inputs, self._limits, stream=stream)
-        validate_input_chars(inputs, field, self._limits)
+        keeps serving while a long prompt is encoded. Errors name the route's own ``fields``."""
+        valid = validate_parameters(parameters, inputs, self._limits, stream=stream, fields=fields)
+        validate_input_chars(inputs, fields.inputs, self._limits)
         input_ids = await asyncio.to_thread(self._encode, inputs, add_special_tokens)
         if valid.truncate is not None:
             input_ids = input_ids[-valid.truncate :]
         if not input_ids:
-            raise RequestValidationError("`inputs` cannot be empty")
-        max_new_tokens = validate_input_length(len(input_ids), valid.max_new_tokens, self._limits)
+            raise RequestValidationError(f"`{fields.inputs}` cannot be empty")
+        max_new_tokens = validate_input_length(len(input_ids), valid.max_new_tokens, self._limits, fields)
         self._metrics.input_tokens.observe(len(input_ids))
         return GenerationInput(input_ids=input_ids, parameters=valid, max_new_tokens=max_new_tokens), valid
 

@@ -186,6 +186,56 @@ async def test_openai_fields_it_cannot_honour_are_refused_by_name(
     assert message in error["error"]
 
 
+# --- validation errors name the fields the client sent ----------------------------------------------
+MAX_TOTAL_TOKENS = 128  # conftest.py starts the runtime with this
+LONG_TEXT = " ".join(["the"] * (MAX_INPUT_TOKENS + 10))  # "the" is one token: over the input limit
+
+
+def chat_body(content: str, **fields: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": content}], **fields}
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "message"),
+    [
+        ("/v1/completions", {"prompt": ""}, "`prompt` cannot be empty"),
+        ("/v1/completions", {"prompt": PROMPT, "max_tokens": 0}, "`max_tokens` must be strictly positive"),
+        (
+            "/v1/completions",
+            {"prompt": PROMPT, "max_tokens": MAX_TOTAL_TOKENS},
+            f"`prompt` tokens + `max_tokens` must be <= {MAX_TOTAL_TOKENS}. Given: ",
+        ),
+        (
+            "/v1/completions",
+            {"prompt": LONG_TEXT, "max_tokens": 2},
+            f"`prompt` must have less than {MAX_INPUT_TOKENS} tokens",
+        ),
+        ("/v1/chat/completions", chat_body("hi", max_tokens=0), "`max_tokens` must be strictly positive"),
+        (
+            "/v1/chat/completions",
+            chat_body("hi", max_tokens=MAX_TOTAL_TOKENS),
+            f"`messages` tokens + `max_tokens` must be <= {MAX_TOTAL_TOKENS}. Given: ",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body(LONG_TEXT, max_tokens=2),
+            f"`messages` must have less than {MAX_INPUT_TOKENS} tokens",
+        ),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_openai_validation_errors_name_the_openai_fields(
+    runtime_url: str, route: str, body: dict[str, Any], message: str, stream: bool
+) -> None:
+    status, error = await post_json(f"{runtime_url}{route}", {**body, "stream": stream})
+    assert status == 422, error
+    assert error["error_type"] == "validation"
+    assert message in error["error"], error
+    # TGI's names are for TGI's routes; this client sent none of them.
+    assert "inputs" not in error["error"]
+    assert "max_new_tokens" not in error["error"]
+
+
 # --- the character cap ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("route", "field", "body"),
