@@ -290,8 +290,10 @@ class InferenceServer:
         with self._slot():
             generation, valid = await self._prepare(body.inputs, body.parameters, stream=True)
             handle = self._engine.submit(generation)
-            response = await _start_sse(request, self._headers())
+            # Guarded from the response's start on: a client gone before the headers are written
+            # (prepare raises) must stop its generation too.
             with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
+                response = await _start_sse(request, self._headers())
                 try:
                     async for event in handle.events():
                         await _send(response, self._stream_event(event, body.inputs, valid))
@@ -337,7 +339,6 @@ class InferenceServer:
         logprobs: bool,
         top_n: int,
     ) -> web.StreamResponse:
-        response = await _start_sse(request, self._headers())
         completion_id, created = _completion_id(), int(time.time())
 
         def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> dict[str, Any]:
@@ -354,6 +355,7 @@ class InferenceServer:
             return payload
 
         with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
+            response = await _start_sse(request, self._headers())
             try:
                 async for event in handle.events():
                     done = event.completion
@@ -389,7 +391,6 @@ class InferenceServer:
         logprobs: int | None,
         top_n: int,
     ) -> web.StreamResponse:
-        response = await _start_sse(request, self._headers())
         completion_id, created = _completion_id("cmpl"), int(time.time())
         offset = 0
 
@@ -407,6 +408,7 @@ class InferenceServer:
             return payload
 
         with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
+            response = await _start_sse(request, self._headers())
             try:
                 async for event in handle.events():
                     done = event.completion
