@@ -528,7 +528,7 @@ async def test_a_machine_deleted_mid_create_leaves_no_pool_and_an_empty_operatio
 
             def creating(machine: dict[str, Any] | None) -> bool:
                 raw = ((machine or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_OPERATION)
-                return bool(raw) and json.loads(raw).get("kind") == "create"
+                return isinstance(raw, str) and json.loads(raw).get("kind") == "create"
 
             await wait_for(kube, MACHINE, name, creating, what="the create running")
             assert len(running.machines.operations) == 1, "the running create is remembered by UID"
