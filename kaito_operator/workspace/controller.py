@@ -282,11 +282,20 @@ class WorkspaceReconciler:
         # The node of a Machine being deleted is about to go: replace it now, not once it is gone.
         leaving = {m.node_name for m in machines if m.deleting and m.node_name}
         selected = select_nodes((n for n in self._nodes.store.list() if node_name(n) not in leaving), workspace)
+        retry_after: float | None = None
         if problem is None and len(selected) < count and not machines:
-            problem = await self._template_problem(key, workspace)
+            try:
+                problem = await self._template_problem(key, workspace)
+            except ApiError as error:
+                if not error.refused:
+                    raise  # transient: retried with backoff
+                # Refused for another reason than the template itself (403: a policy engine, an
+                # exhausted ResourceQuota): no Machine until it would be accepted, looked at again later.
+                problem = f"the Deployment made from this template is refused: {error.api_message or error}"
+                retry_after = self._refused_retry
         if problem is not None:
             await self._write_status(obj, Observation(generation=generation, count=count, spec_problem=problem), [])
-            raise PermanentError(problem)
+            raise PermanentError(problem, retry_after=retry_after)
 
         errors: list[ApiError] = []
         refusals: list[ApiError] = []  # retrying the same write cannot help: a slow look, no backoff
