@@ -5,8 +5,10 @@ One reconcile, level-triggered and idempotent:
    once the Machine informer shows them gone (their delete events bring the key back; no polling).
    The Deployment and Service go by owner reference.
 2. Add our finalizer (only ours; others' are never touched).
-3. A preset that cannot fit the instance type is a permanent problem: conditions + a Warning
-   Event, no Machines, no retry until the Workspace changes.
+3. A Workspace the admission rules refuse (a preset that cannot fit the instance type, a count
+   over the limit) is a permanent problem: conditions + a Warning Event, no Machines, no retry
+   until the Workspace changes. Only before anything was made for it: once it has Machines or a
+   Deployment, a rule changed since (lower limit, upgrade) is one Warning Event and it is served on.
 4. Choose nodes from the Node cache (not those of Machines being deleted); for the shortfall,
    create Machines concurrently under deterministic names (a restart finds them instead of making
    more). A Machine deleted or being deleted (by anyone: a user, the provisioner's liveness
@@ -89,6 +91,8 @@ PHASE_CONDITIONS: Final = frozenset(
 """Conditions whose change to True (Normal) or False (Warning) is announced as an Event."""
 REFUSED_RETRY_SECONDS: Final = 300.0
 """How long a refused write (403, 422) waits before it is tried again, unless something changes."""
+REASON_NO_LONGER_ADMISSIBLE: Final = "NoLongerAdmissible"
+"""The Warning Event's reason when a Workspace already served breaks a creation rule changed since."""
 
 
 def _machine_index(machine: dict[str, Any]) -> list[str]:
@@ -159,6 +163,7 @@ class WorkspaceReconciler:
         # woken before their watch event neither recreates them nor forgets to delete them. Any
         # event about a name (added, changed, deleted) hands it over to the cache.
         self._created: dict[ObjectKey, set[str]] = {}
+        self._rule_warnings: dict[ObjectKey, str] = {}  # the admission problem last warned about, per Workspace
         self._measured: set[str] = set()  # UIDs of the Machines whose provisioning time was recorded
         machines.add_handler(self._machine_seen)
         pods.add_indexer(PODS_BY_WORKSPACE, _pod_index)
@@ -193,6 +198,7 @@ class WorkspaceReconciler:
         obj = self._workspaces.store.get(key)
         if obj is None:
             self._created.pop(key, None)
+            self._rule_warnings.pop(key, None)
             return Result()
         if _meta(obj).get("deletionTimestamp"):
             # Before reading the spec: a Workspace this version cannot read must still be deletable.
@@ -279,6 +285,12 @@ class WorkspaceReconciler:
         count = workspace.resource.count
         problem = self._spec_problem(obj)
         machines = [machine_state(m) for m in self._machines_of(key)]
+        if problem is not None and self._made_anything(key, machines):
+            # The admission rules guard creation. One that changed since (a lower
+            # KAITO_MAX_WORKSPACE_COUNT, an upgrade's stricter spelling) must not fail a Workspace
+            # already served: its Machines stay billed, so replacement and drift repair go on.
+            await self._warn_once(key, obj, problem)
+            problem = None
         # The node of a Machine being deleted is about to go: replace it now, not once it is gone.
         leaving = {m.node_name for m in machines if m.deleting and m.node_name}
         selected = select_nodes((n for n in self._nodes.store.list() if node_name(n) not in leaving), workspace)
@@ -373,6 +385,23 @@ class WorkspaceReconciler:
         if not pending or len(estimates) < len(pending) or any(e is None for e in estimates):
             return None
         return max(e for e in estimates if e is not None)
+
+    def _made_anything(self, key: ObjectKey, machines: list[MachineState]) -> bool:
+        """Machines (seen or being created) or a Deployment exist for this Workspace."""
+        return (
+            bool(machines)
+            or bool(self._created.get(key))
+            or self._deployments.store.get(ObjectKey(key.namespace, workload_name(key.name))) is not None
+        )
+
+    async def _warn_once(self, key: ObjectKey, obj: dict[str, Any], problem: str) -> None:
+        """One Warning Event per problem and Workspace (each repeat would be one more API write)."""
+        if self._rule_warnings.get(key) == problem:
+            return
+        await self._recorder.warning(
+            obj, REASON_NO_LONGER_ADMISSIBLE, f"kept running, but it would not be admitted now: {problem}"
+        )
+        self._rule_warnings[key] = problem
 
     def _spec_problem(self, obj: dict[str, Any]) -> str | None:
         """The admission rules (validation.py), so what slipped past the webhook fails the same way."""
