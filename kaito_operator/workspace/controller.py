@@ -161,8 +161,10 @@ class WorkspaceReconciler:
         machines.add_indexer(MACHINES_BY_WORKSPACE, _machine_index)
         # Machines we are creating or created that the cache has not shown yet, so a reconcile
         # woken before their watch event neither recreates them nor forgets to delete them. Any
-        # event about a name (added, changed, deleted) hands it over to the cache.
-        self._created: dict[ObjectKey, set[str]] = {}
+        # event about a name (added, changed, deleted) hands it over to the cache; so does a list
+        # begun after the create returned (the Machine informer's list_mark then, None while in
+        # flight): one made and deleted while the watch was down has no event at all.
+        self._created: dict[ObjectKey, dict[str, int | None]] = {}
         self._rule_warnings: dict[ObjectKey, str] = {}  # the admission problem last warned about, per Workspace
         self._measured: set[str] = set()  # UIDs of the Machines whose provisioning time was recorded
         machines.add_handler(self._machine_seen)
@@ -171,7 +173,7 @@ class WorkspaceReconciler:
     def _machine_seen(self, event: WatchEvent) -> None:
         key = _machine_workspace(event.obj)
         if key is not None and key in self._created:
-            self._created[key].discard(_meta(event.obj).get("name") or "")
+            self._created[key].pop(_meta(event.obj).get("name") or "", None)
         if key is not None:
             self._measure(event)
 
@@ -223,7 +225,7 @@ class WorkspaceReconciler:
         await self._write_status(obj, Observation(generation=self._generation(obj), count=0, deleting=True), None)
         cached = self._machines_of(key)
         remaining = {_meta(m)["name"] for m in cached}
-        unseen = self._created.get(key, set()) - remaining
+        unseen = set(self._created.get(key, {})) - remaining
         to_delete = [_meta(m)["name"] for m in cached if not _meta(m).get("deletionTimestamp")] + sorted(unseen)
         if to_delete:
             results = await asyncio.gather(*(self._delete_machine(name) for name in to_delete), return_exceptions=True)
@@ -372,6 +374,19 @@ class WorkspaceReconciler:
             raise PermanentError(inference_failure)
         return Result()
 
+    def forget_listed(self, listed: int) -> list[ObjectKey]:
+        """The Machine informer applied its list number ``listed``: names created before that list
+        began are in the cache now or gone for good (made and deleted while the watch was down,
+        with no event). Forget them; the Workspaces to reconcile again, as one may be short now."""
+        keys: list[ObjectKey] = []
+        for key, names in self._created.items():
+            seen = [name for name, mark in names.items() if mark is not None and mark < listed]
+            for name in seen:
+                del names[name]
+            if seen:
+                keys.append(key)
+        return keys
+
     def _nodes_expected_ready(
         self, workspace: Workspace, machines: list[MachineState], selected: list[str]
     ) -> datetime | None:
@@ -428,21 +443,29 @@ class WorkspaceReconciler:
         machines: list[MachineState],
     ) -> None:
         cached_names = {m.name for m in machines}
-        created = self._created.setdefault(key, set())
-        created -= cached_names  # seen now: the cache speaks for them
+        created = self._created.setdefault(key, {})
+        for name in cached_names & set(created):
+            del created[name]  # seen now: the cache speaks for them
         in_flight = [m for m in machines if not m.deleting and m.node_name not in selected]
         shortfall = workspace.resource.count - len(selected) - len(in_flight) - len(created)
         if shortfall <= 0:
             return
         # Names of Machines still terminating stay taken: a new Machine never shares a name (and an
         # agent pool) with one whose deletion is still running.
-        names = machine_names(_meta(obj)["uid"], shortfall, taken=cached_names | created)
-        created.update(names)  # before the create: its watch event may arrive before the answer
+        names = machine_names(_meta(obj)["uid"], shortfall, taken=cached_names | set(created))
+        created.update(dict.fromkeys(names))  # before the create: its watch event may arrive before the answer
         results = await asyncio.gather(
             *(self._create_machine(workspace, name) for name in names), return_exceptions=True
         )
         made = [name for name, result in zip(names, results, strict=True) if not isinstance(result, BaseException)]
-        created.difference_update(set(names) - set(made))
+        mark = self._machines.list_mark
+        for name in names:
+            if name not in created:
+                continue  # its watch event came first: the cache speaks for it
+            if name in made:
+                created[name] = mark
+            else:
+                del created[name]
         if made:
             await self._recorder.normal(obj, "CreateMachine", f"creating {len(made)} machines: {', '.join(made)}")
         for result in results:
@@ -671,4 +694,10 @@ def workspace_controller(
     controller.watch(services, map_to_owner(WORKSPACE))
     controller.watch(pods, map_by_labels(c.LABEL_WORKSPACE), predicate=_pod_stage_changed)
     controller.watch(nodes, _workspaces_for_node(workspaces), predicate=_node_changed)
+
+    def machines_listed(listed: int) -> None:
+        for key in reconciler.forget_listed(listed):
+            controller.queue.add(key)
+
+    machines.add_relist_handler(machines_listed)
     return controller
