@@ -57,12 +57,19 @@ async def wait_all_ready(client: KubeClient, count: int, timeout: float) -> None
     deadline = time.monotonic() + timeout
     states: dict[str, bool] = {}
     while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"only {sum(states.values())} of {count} workspaces ready")
         items, version = await client.list(WORKSPACE, NAMESPACE_NAME)
         states = {w["metadata"]["name"]: ready(w) for w in items}
         if sum(states.values()) >= count:
             return
+        # A quiet watch ends by itself no later than the deadline, so the loop comes back to check it.
+        watch_seconds = max(1, min(60, int(remaining)))
         try:
-            async for event in client.watch(WORKSPACE, NAMESPACE_NAME, resource_version=version, timeout_seconds=60):
+            async for event in client.watch(
+                WORKSPACE, NAMESPACE_NAME, resource_version=version, timeout_seconds=watch_seconds
+            ):
                 obj = event["object"]
                 if event["type"] in ("ADDED", "MODIFIED"):
                     states[obj["metadata"]["name"]] = ready(obj)

@@ -21,8 +21,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IDENTITY_SETUP_HINT = (
     "Run scripts/setup-identity.sh -g <resource group> -c <cluster> (it creates the managed identity, "
-    "grants it a custom role limited to reading the cluster and writing its agent pools, and federates "
-    "it with the operator's ServiceAccount), then install or upgrade the chart helm/kaito with the values "
+    "grants it a custom role on the cluster limited to reading it and writing its agent pools and one on "
+    "the subscription that only reads AKS operation status, and federates it with the operator's "
+    "ServiceAccount), then install or upgrade the chart helm/kaito with the values "
     "it prints: workloadIdentity.clientId, workloadIdentity.tenantId and provisioner.azure.subscriptionId, "
     ".resourceGroup, .clusterName, .location. The AKS workload-identity webhook then injects AZURE_CLIENT_ID, "
     "AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE and AZURE_AUTHORITY_HOST. See docs/install-aks.md."

@@ -97,8 +97,8 @@ def add_runtime_commands(sub: Any, lazy: Lazy) -> None:
     serve.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     serve.add_argument(
         "--api-key",
-        default=os.environ.get("KAITO_API_KEY") or None,
-        help="require 'Authorization: Bearer KEY' on every route but health and metrics (default: $KAITO_API_KEY)",
+        help="require 'Authorization: Bearer KEY' on every route but health and metrics (default: "
+        "$KAITO_API_KEY, which keeps the key out of the process list); an empty key is refused",
     )
     serve.set_defaults(func=lazy("model_images.runtime.serve", "main"))
 

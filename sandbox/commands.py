@@ -235,13 +235,23 @@ def up(args: argparse.Namespace) -> int:
     if serve and args.profile != "full":
         print("error: --serve needs --profile full (pods run on kwok's nodes)", file=sys.stderr)
         return 2
+    if is_running(state_dir):
+        # Before anything touches the folder: its network.json belongs to the running sandbox.
+        print(
+            f"error: a control plane is already running from {state_dir}; stop it with "
+            f"`kaito sandbox down --state-dir {state_dir}` or pick another --state-dir",
+            file=sys.stderr,
+        )
+        return 1
     record: pod_network.NetworkRecord | None = None
-    if serve and not is_running(state_dir):
-        left = pod_network.remove_all(state_dir)  # a crashed run's namespaces, links and route
-        if left:
-            print(f"removed what a previous run left: {', '.join(left)}", file=sys.stderr)
+    left = pod_network.remove_all(state_dir)  # a crashed run's namespaces, links and route
+    if left:
+        print(f"removed what a previous run left: {', '.join(left)}", file=sys.stderr)
+    # kwok's pod IPs come from a range of the sandbox's own, reserved by a guard route as root, whether
+    # or not the pods are served: an unserved pod's address then fails here instead of going anywhere.
+    reserve_range = args.profile == "full" and (serve or pod_network.network_mode() == "namespaces")
     try:
-        record = pod_network.reserve() if serve else None
+        record = pod_network.reserve() if reserve_range else None
     except pod_network.PodNetworkError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -279,10 +289,10 @@ def up(args: argparse.Namespace) -> int:
                 print(f"operator is running; its log is {plane.log_dir / 'operator.log'}", file=sys.stderr)
             else:
                 print(f"run the operator with: set -a; . {env_file}; set +a; kaito run", file=sys.stderr)
-        if record is not None:
+        if serve and record is not None:
             _start_pod_runner(plane, record)
         asyncio.run(_apply(plane, manifests, args.wait_ready))
-    except (ControlPlaneError, BinaryError, ValueError, TimeoutError, OSError, subprocess.SubprocessError) as error:
+    except Exception as error:  # whatever failed (API, HTTP, process), nothing half-made stays behind
         plane.stop()
         pod_network.remove_all(state_dir)
         print(f"error: {error}", file=sys.stderr)

@@ -44,7 +44,9 @@ PRETEND_POD_STAGES: Final = KWOK_DIR / "pods-pretend.yaml"
 SERVED_POD_STAGES: Final = KWOK_DIR / "pods-served.yaml"
 KWOK_CRDS_FILE: Final = KWOK_DIR / "crds.yaml"
 DEFAULT_POD_CIDR: Final = "10.244.0.1/16"
-"""kwok's pod IPs when nothing serves pods: addresses that exist nowhere, never to be dialled."""
+"""kwok's pod IPs when the sandbox has no range of its own (without root, pods not served): addresses
+that exist nowhere, never to be dialled. As root the sandbox always reserves a guarded range
+(``sandbox.pod_network.reserve``) instead."""
 STATE_FILE: Final = "state.json"
 MARKER_FILE: Final = ".kaito-sandbox"
 """Marks a folder as a sandbox state folder: only such folders (or empty ones) are ever wiped."""

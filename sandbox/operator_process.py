@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
-from sandbox.controlplane import free_port
+from sandbox.controlplane import die_with_parent, free_port
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
@@ -62,6 +62,9 @@ class OperatorProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # A SIGKILLed parent (benchmark, pytest) leaves no operator behind. The kernel signals
+                # when the starting *thread* ends: start() runs on the caller's thread, not a worker's.
+                preexec_fn=die_with_parent,  # noqa: PLW1509
             )
         self.starts += 1
 

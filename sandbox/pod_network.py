@@ -5,15 +5,19 @@ an ``unreachable`` route for the whole range: the kernel refuses a second identi
 sandboxes never share a range, and traffic to a pod IP nobody serves fails on this machine instead
 of leaving it. Each served pod then gets a namespace with a veth pair: ``eth0`` inside holds the
 pod's IP (/32), the host end holds the range's gateway address (``.1``, which kwok never hands out)
-and a /32 route to the pod. The kube-apiserver's service proxy, kwok's port-forward and the runner's
-health checks reach the pod through that route; nothing else in the range is routed anywhere.
+and a /32 route to the pod. Inside, the only route is the link route to the gateway: replies need
+no more, and without a default route nothing in the namespace reaches past this machine, even on a
+host that forwards packets. The kube-apiserver's service proxy, kwok's port-forward and the runner's
+health checks reach the pod through the host's /32 route; nothing else in the range is routed.
 
 Every name starts with a prefix derived from the sandbox's id, and everything made is recorded in
 ``network.json`` in the state folder, so ``kaito sandbox down`` (or the next ``up`` after a crash)
 removes exactly what this sandbox made.
 
-Without root (or without ``ip``) there are no namespaces: pods get loopback IPs (127.x) and their
-servers bind those; see ``network_mode``.
+As root the range is reserved whenever kwok hands out pod IPs, served or not, so even a pod nobody
+serves has an address that fails here. Without root (or without ``ip``) there are no namespaces or
+guard routes: served pods get loopback IPs (127.x) and their servers bind those (``network_mode``);
+unserved pods get kwok's default range, which nothing may dial.
 """
 
 from __future__ import annotations
@@ -158,7 +162,6 @@ def create_pod_namespace(state_dir: Path, record: NetworkRecord, pod_uid: str, p
         _ip("-n", namespace, "addr", "add", f"{pod_ip}/32", "dev", "eth0")
         _ip("-n", namespace, "link", "set", "eth0", "up")
         _ip("-n", namespace, "route", "add", record.gateway, "dev", "eth0")
-        _ip("-n", namespace, "route", "add", "default", "via", record.gateway, "dev", "eth0")
         _ip("route", "add", f"{pod_ip}/32", "dev", link, "src", record.gateway)
     except (PodNetworkError, subprocess.TimeoutExpired):
         delete_pod_namespace(state_dir, record, namespace)
@@ -193,13 +196,10 @@ def _existing_links() -> list[str]:
     return names
 
 
-def remove_all(state_dir: Path) -> list[str]:
-    """Remove every namespace, link and route the sandbox recorded in ``state_dir`` (also those named
-    with its prefix but not yet recorded); return what was removed. Safe to repeat."""
-    record = NetworkRecord.load(state_dir)
-    if record is None or record.mode != "namespaces":
-        with contextlib.suppress(FileNotFoundError):
-            (state_dir / RECORD_FILE).unlink()
+def release(record: NetworkRecord) -> list[str]:
+    """Remove every namespace and link ``record`` names (also those with its prefix but not yet
+    recorded) and its guard route; return what was removed. Safe to repeat."""
+    if record.mode != "namespaces":
         return []
     removed = []
     namespaces = set(record.namespaces) | {n for n in _existing_namespaces() if n.startswith(record.namespace_prefix)}
@@ -212,6 +212,14 @@ def remove_all(state_dir: Path) -> list[str]:
             removed.append(f"link {link}")
     if record.guard_route and _ip("route", "del", "unreachable", record.pod_range, check=False).returncode == 0:
         removed.append(f"route {record.pod_range}")
+    return removed
+
+
+def remove_all(state_dir: Path) -> list[str]:
+    """Release what the sandbox recorded in ``state_dir`` (``release``) and forget the record; return
+    what was removed. Safe to repeat."""
+    record = NetworkRecord.load(state_dir)
+    removed = release(record) if record is not None else []
     with contextlib.suppress(FileNotFoundError):
         (state_dir / RECORD_FILE).unlink()
     return removed

@@ -11,8 +11,14 @@ the same commands kwok's ``pods-served.yaml`` stage matches), this process
    format kubelets write (``<time> stdout F <line>``) under ``<state>/pods/``,
 3. creates kwok's per-pod ``Logs`` and ``PortForward`` objects (owned by the pod, so they go with it)
    so ``kubectl logs`` and ``kubectl port-forward`` reach that log and that address,
-4. polls the runtime's ``/health`` and, once it answers, marks the pod Ready (kwok's stage left it
-   Running but not Ready), so the Service's endpoint appears only when the model answers.
+4. polls the runtime's ``/health`` (with a deadline) and, once it answers, marks the pod Ready (kwok's
+   stage left it Running but not Ready), so the Service's endpoint appears only when the model answers.
+
+A container whose command carries ``--api-key $(VAR)`` (the ``kaito.sh/api-key-secret`` annotation)
+is served with that key: the runner reads ``VAR``'s Secret through the API and hands the key to the
+runtime in ``KAITO_API_KEY``; without the key the pod is not served. Whenever serving fails (no key,
+a network error, a runtime that exits or never answers, before or after Ready) the pod's Ready
+condition says False with the reason, and the runner tries again after a growing delay.
 
 When a pod goes (deleted, or its IP changed) its runtime gets SIGTERM and its namespace is removed.
 On SIGTERM the runner stops every runtime and removes every namespace it made.
@@ -24,14 +30,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
+import os
+import re
 import signal
+import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import aiohttp
 from kubernetes_asyncio import client
@@ -44,6 +57,7 @@ from sandbox.kube import REQUEST_TIMEOUT, api_client_from_kubeconfig
 from sandbox.pod_network import NetworkRecord
 
 log = logging.getLogger("sandbox.pod_runner")
+_T = TypeVar("_T")
 
 SERVED_COMMANDS: Final = ("text-generation-launcher", "/opt/kaito-runtime/bin/python")
 """``command[0]`` of the containers served for real (kept equal to pods-served.yaml's selector)."""
@@ -52,13 +66,66 @@ KWOK_VERSION: Final = "v1alpha1"
 POLL_SECONDS: Final = 1.0
 """How often the pod list is compared with what runs (a reconcile interval, not synchronisation)."""
 HEALTH_TIMEOUT_S: Final = 2.0
+HEALTH_DEADLINE_S: Final = 300.0
+"""How long a started runtime may take to answer ``/health`` before the attempt counts as failed."""
+RETRY_FIRST_S: Final = 2.0
+RETRY_MAX_S: Final = 60.0
+API_KEY_ENV: Final = "KAITO_API_KEY"
+"""The variable the runtime reads its API key from (``model_images.cli``'s ``--api-key`` default)."""
 STOP_GRACE_S: Final = 15.0
 DEFAULT_PORT: Final = 80
+OFFLINE_ENVIRONMENT: Final = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+"""The runtime loads the sandbox's local model only: Hugging Face libraries never go online."""
 
 
 def is_served(pod: dict[str, Any]) -> bool:
     containers = (pod.get("spec") or {}).get("containers") or []
     return any((container.get("command") or [""])[0] in SERVED_COMMANDS for container in containers)
+
+
+class NotServable(Exception):
+    """This attempt to serve a pod failed; ``reason`` (CamelCase) goes to its Ready condition."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before the next attempt after ``failures`` failed ones: doubling, capped."""
+    return float(min(RETRY_FIRST_S * 2 ** max(failures - 1, 0), RETRY_MAX_S))
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    """Where a container's API key lives: one key of one Secret in the pod's namespace."""
+
+    name: str
+    key: str
+
+
+_VARIABLE_REFERENCE: Final = re.compile(r"^\$\(([A-Za-z_][A-Za-z0-9_]*)\)$")
+
+
+def _api_key_source(container: dict[str, Any], command: list[str]) -> str | SecretKey | None:
+    """The key ``--api-key`` gives: the literal, or the Secret key behind a ``$(VAR)`` reference."""
+    value = _flag(command, "--api-key")
+    if value is None:
+        return None
+    reference = _VARIABLE_REFERENCE.match(value)
+    if reference is None:
+        return value
+    variable = reference.group(1)
+    for entry in container.get("env") or []:
+        if entry.get("name") != variable:
+            continue
+        if entry.get("value") is not None:
+            return str(entry["value"])
+        secret_ref = (entry.get("valueFrom") or {}).get("secretKeyRef") or {}
+        if secret_ref.get("name") and secret_ref.get("key"):
+            return SecretKey(str(secret_ref["name"]), str(secret_ref["key"]))
+        raise NotServable("ApiKeyUnresolvable", f"--api-key $({variable}): only a value or a secretKeyRef is read")
+    raise NotServable("ApiKeyUnresolvable", f"--api-key $({variable}): the container sets no {variable}")
 
 
 def _flag(command: list[str], name: str) -> str | None:
@@ -79,6 +146,8 @@ class ServedContainer:
     port: int
     max_input_tokens: int | None
     max_total_tokens: int | None
+    api_key: str | SecretKey | None = None
+    """The API key its command asks for (``--api-key``), literal or from a Secret; None: no key."""
 
 
 def served_container(pod: dict[str, Any]) -> ServedContainer:
@@ -96,7 +165,12 @@ def served_container(pod: dict[str, Any]) -> ServedContainer:
         port=int(port) if port else (ports[0] if ports else DEFAULT_PORT),
         max_input_tokens=int(max_input) if max_input else None,
         max_total_tokens=int(max_total) if max_total else None,
+        api_key=_api_key_source(container, command),
     )
+
+
+_UNREADABLE_CONTAINER: Final = ServedContainer("", "", DEFAULT_PORT, None, None)
+"""Stands for a served container whose command the runner cannot follow (the pod is not served)."""
 
 
 def cri_line(stream: str, text: str, now: datetime | None = None) -> str:
@@ -118,7 +192,13 @@ class ServedPod:
     container: ServedContainer
     netns: str | None = None
     process: asyncio.subprocess.Process | None = None
+    serve_task: asyncio.Task[None] | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    """The log copiers."""
+    failures: int = 0
+    """Failed attempts in a row (reset once the runtime answers)."""
+    retry_at: float | None = None
+    """Event-loop time of the next attempt after a failure; None while an attempt runs or serves."""
 
     @property
     def key(self) -> str:
@@ -134,6 +214,9 @@ class PodRunner:
         self._model_dir = model_dir
         self._record = record
         self._served: dict[str, ServedPod] = {}
+        self._network_lock = threading.Lock()
+        """``ip`` runs in worker threads, which finish even when their awaiting task is cancelled: the
+        record (and network.json) is changed by one thread at a time."""
 
     # --- reconcile -----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -142,13 +225,22 @@ class PodRunner:
             while not stop.is_set():
                 try:
                     await self.reconcile()
-                except (ApiException, aiohttp.ClientError, TimeoutError) as error:
-                    log.warning("listing pods failed, retrying: %s", error)
+                except (
+                    ApiException,
+                    aiohttp.ClientError,
+                    TimeoutError,
+                    subprocess.SubprocessError,
+                    pod_network.PodNetworkError,
+                ) as error:
+                    log.warning("reconciling pods failed, retrying: %s", error)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), POLL_SECONDS)
         finally:
             for uid in list(self._served):
-                await self._stop(uid)
+                try:
+                    await self._stop(uid)
+                except (subprocess.SubprocessError, pod_network.PodNetworkError, OSError) as error:
+                    log.warning("stopping %s failed (`kaito sandbox down` removes what is left): %s", uid, error)
 
     async def reconcile(self) -> None:
         pods = await self._core.list_pod_for_all_namespaces(_request_timeout=REQUEST_TIMEOUT)
@@ -160,75 +252,150 @@ class PodRunner:
                 continue
             if status.get("podIP"):
                 wanted[meta["uid"]] = raw
+        now = asyncio.get_running_loop().time()
         for uid in list(self._served):
             pod = wanted.get(uid)
             if pod is None or pod["status"]["podIP"] != self._served[uid].ip:
                 await self._stop(uid)
+            elif (retry_at := self._served[uid].retry_at) is not None and now >= retry_at:
+                failures = self._served[uid].failures
+                await self._stop(uid)
+                log.info("pod %s: serving it again (attempt %d)", pod["metadata"]["name"], failures + 1)
+                self._start(pod, failures)
         for uid, pod in wanted.items():
             if uid not in self._served:
                 self._start(pod)
 
     # --- one pod -------------------------------------------------------------------------------
-    def _start(self, pod: dict[str, Any]) -> None:
+    def _start(self, pod: dict[str, Any], failures: int = 0) -> None:
         meta = pod["metadata"]
-        served = ServedPod(meta["namespace"], meta["name"], meta["uid"], pod["status"]["podIP"], served_container(pod))
-        self._served[served.uid] = served
-        served.tasks.append(asyncio.create_task(self._serve(served, pod), name=f"serve {served.key}"))
-
-    async def _serve(self, served: ServedPod, pod: dict[str, Any]) -> None:
+        problem: NotServable | None = None
         try:
-            host = self._prepare_network(served)
-            log_file = self._log_file(served)
-            argv = [
-                sys.executable,
-                "-m",
-                "model_images.runtime",
-                "serve",
-                "--model",
-                str(self._model_dir),
-                "--host",
-                host,
-                "--port",
-                str(served.container.port),
-                "--model-id",
-                served.container.image or str(self._model_dir),
-            ]
-            if served.container.max_total_tokens:
-                argv += ["--max-total-tokens", str(served.container.max_total_tokens)]
-            if served.container.max_input_tokens:
-                argv += ["--max-input-tokens", str(served.container.max_input_tokens)]
-            if served.netns is not None:
-                argv = ["ip", "netns", "exec", served.netns, *argv]
-            log.info("pod %s: starting the runtime on %s:%d", served.key, served.ip, served.container.port)
-            served.process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                preexec_fn=die_with_parent,
-            )
-            for stream_name in ("stdout", "stderr"):
-                stream = getattr(served.process, stream_name)
-                served.tasks.append(asyncio.create_task(_copy_log(stream, stream_name, log_file)))
-            await self._create_kwok_objects(served, pod, log_file)
-            await self._annotate_served(served)
-            if await self._await_health(served):
-                await self._mark_ready(served, pod)
-                log.info("pod %s: the runtime answers; marked Ready", served.key)
+            container = served_container(pod)
+        except NotServable as error:  # reported (and retried) by _serve, like any failed attempt
+            container, problem = _UNREADABLE_CONTAINER, error
+        served = ServedPod(meta["namespace"], meta["name"], meta["uid"], pod["status"]["podIP"], container)
+        served.failures = failures
+        self._served[served.uid] = served
+        served.serve_task = asyncio.create_task(self._serve(served, pod, problem), name=f"serve {served.key}")
+
+    async def _serve(self, served: ServedPod, pod: dict[str, Any], problem: NotServable | None = None) -> None:
+        """One attempt: serve the pod, then watch its runtime; any failure schedules the next one."""
+        try:
+            if problem is not None:
+                raise problem
+            await self._serve_once(served, pod)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("pod %s: could not be served", served.key)
+        except Exception as error:
+            await self._failed(served, pod, error)
 
-    def _prepare_network(self, served: ServedPod) -> str:
+    async def _failed(self, served: ServedPod, pod: dict[str, Any], error: Exception) -> None:
+        served.failures += 1
+        delay = retry_delay(served.failures)
+        reason = error.reason if isinstance(error, NotServable) else "ServingFailed"
+        message = str(error) or type(error).__name__
+        if isinstance(error, NotServable):
+            log.warning("pod %s is not served (%s): %s; again in %.0fs", served.key, reason, message, delay)
+        else:
+            log.warning("pod %s could not be served: %r; again in %.0fs", served.key, error, delay, exc_info=error)
+        await _end_process(served)
+        try:
+            await self._mark_not_ready(served, pod, reason, message)
+        except (ApiException, aiohttp.ClientError, TimeoutError) as patch_error:
+            log.warning("pod %s: could not set Ready False: %s", served.key, patch_error)
+        served.retry_at = asyncio.get_running_loop().time() + delay
+
+    async def _serve_once(self, served: ServedPod, pod: dict[str, Any]) -> None:
+        api_key = await self._api_key(served)
+        environment = {**os.environ, **OFFLINE_ENVIRONMENT}
+        environment.pop(API_KEY_ENV, None)  # never the runner's own: the pod's key or none
+        if api_key is not None:
+            environment[API_KEY_ENV] = api_key
+        host = await self._prepare_network(served)
+        log_file = self._log_file(served)
+        argv = [
+            sys.executable,
+            "-m",
+            "model_images.runtime",
+            "serve",
+            "--model",
+            str(self._model_dir),
+            "--host",
+            host,
+            "--port",
+            str(served.container.port),
+            "--model-id",
+            served.container.image or str(self._model_dir),
+        ]
+        if served.container.max_total_tokens:
+            argv += ["--max-total-tokens", str(served.container.max_total_tokens)]
+        if served.container.max_input_tokens:
+            argv += ["--max-input-tokens", str(served.container.max_input_tokens)]
+        if served.netns is not None:
+            argv = ["ip", "netns", "exec", served.netns, *argv]
+        log.info("pod %s: starting the runtime on %s:%d", served.key, served.ip, served.container.port)
+        served.process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent,
+            env=environment,
+        )
+        for stream_name in ("stdout", "stderr"):
+            stream = getattr(served.process, stream_name)
+            served.tasks.append(asyncio.create_task(_copy_log(stream, stream_name, log_file)))
+        await self._create_kwok_objects(served, pod, log_file)
+        await self._annotate_served(served)
+        await self._await_health(served)
+        await self._mark_ready(served, pod)
+        served.failures = 0
+        log.info("pod %s: the runtime answers; marked Ready", served.key)
+        code = await served.process.wait()
+        raise NotServable("RuntimeExited", f"the runtime exited with code {code} after it was Ready")
+
+    async def _api_key(self, served: ServedPod) -> str | None:
+        """The key the container's ``--api-key`` names, read from its Secret when it names one."""
+        source = served.container.api_key
+        if not isinstance(source, SecretKey):
+            return source
+        try:
+            secret = await self._core.read_namespaced_secret(
+                source.name, served.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as error:
+            if error.status == 404:
+                raise NotServable(
+                    "ApiKeySecretMissing", f"Secret {served.namespace}/{source.name} does not exist"
+                ) from None
+            raise
+        encoded = (secret.data or {}).get(source.key)
+        if not encoded:
+            raise NotServable("ApiKeySecretMissing", f"Secret {served.namespace}/{source.name} has no key {source.key}")
+        try:
+            return base64.b64decode(encoded, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise NotServable(
+                "ApiKeySecretInvalid", f"Secret {served.namespace}/{source.name} key {source.key} is not UTF-8 text"
+            ) from None
+
+    async def _prepare_network(self, served: ServedPod) -> str:
         """Make the pod's address exist; return the address its server binds."""
         if self._record.mode == "namespaces":
-            served.netns = pod_network.create_pod_namespace(self._state_dir, self._record, served.uid, served.ip)
+            served.netns = pod_network.pod_namespace_name(self._record, served.uid)  # cleaned up even if cut short
+            await asyncio.to_thread(
+                self._locked, pod_network.create_pod_namespace, self._state_dir, self._record, served.uid, served.ip
+            )
             log.info("pod %s: network namespace %s holds %s", served.key, served.netns, served.ip)
             return "0.0.0.0"
         if not pod_network.in_range(self._record, served.ip):
             raise pod_network.PodNetworkError(f"pod IP {served.ip} is outside {self._record.pod_range}")
         return served.ip  # loopback: every 127.x address is this machine's
+
+    def _locked(self, function: Callable[..., _T], *args: Any) -> _T:
+        with self._network_lock:
+            return function(*args)
 
     def _log_file(self, served: ServedPod) -> Path:
         folder = self._state_dir / "pods" / f"{served.namespace}_{served.name}_{served.uid}"
@@ -259,20 +426,22 @@ class PodRunner:
         patch = {"metadata": {"annotations": {c.ANNOTATION_SANDBOX_SERVED: "true"}}}
         await self._core.patch_namespaced_pod(served.name, served.namespace, patch, _request_timeout=REQUEST_TIMEOUT)
 
-    async def _await_health(self, served: ServedPod) -> bool:
-        """Poll ``/health`` until 200; False when the runtime exited first."""
+    async def _await_health(self, served: ServedPod) -> None:
+        """Poll ``/health`` until 200; NotServable when the runtime exits first or the deadline passes."""
         url = f"http://{served.ip}:{served.container.port}/health"
         timeout = aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_S)
+        deadline = asyncio.get_running_loop().time() + HEALTH_DEADLINE_S
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while served.process is not None and served.process.returncode is None:
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
                     async with session.get(url) as response:
                         if response.status == 200:
-                            return True
+                            return
+                if asyncio.get_running_loop().time() > deadline:
+                    raise NotServable("RuntimeNotHealthy", f"/health did not answer within {HEALTH_DEADLINE_S:.0f}s")
                 await asyncio.sleep(0.5)  # a readiness probe's period
         code = served.process.returncode if served.process else None
-        log.error("pod %s: the runtime exited with code %s before answering", served.key, code)
-        return False
+        raise NotServable("RuntimeExited", f"the runtime exited with code {code} before answering /health")
 
     async def _mark_ready(self, served: ServedPod, pod: dict[str, Any]) -> None:
         now = _now()
@@ -302,25 +471,63 @@ class PodRunner:
             served.name, served.namespace, patch, _request_timeout=REQUEST_TIMEOUT
         )
 
+    async def _mark_not_ready(self, served: ServedPod, pod: dict[str, Any], reason: str, message: str) -> None:
+        now = _now()
+        condition = {"status": "False", "reason": reason, "message": message, "lastTransitionTime": now}
+        statuses = [
+            {
+                "name": container["name"],
+                "image": container.get("image", ""),
+                "imageID": "",
+                "ready": False,
+                "started": False,
+                "restartCount": served.failures,
+                "state": {"waiting": {"reason": reason, "message": message}},
+            }
+            for container in pod["spec"]["containers"]
+        ]
+        patch = {
+            "status": {
+                "conditions": [{"type": "ContainersReady", **condition}, {"type": "Ready", **condition}],
+                "containerStatuses": statuses,
+            }
+        }
+        await self._core.patch_namespaced_pod_status(
+            served.name, served.namespace, patch, _request_timeout=REQUEST_TIMEOUT
+        )
+
     async def _stop(self, uid: str) -> None:
         served = self._served.pop(uid)
+        if served.serve_task is not None:  # first, so a runtime we end is not reported as a failure
+            served.serve_task.cancel()
+            await asyncio.gather(served.serve_task, return_exceptions=True)
         process = served.process
         if process is not None and process.returncode is None:
-            log.info("pod %s is gone: stopping its runtime (pid %d)", served.key, process.pid)
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), STOP_GRACE_S)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+            log.info("pod %s: stopping its runtime (pid %d)", served.key, process.pid)
+        await _end_process(served)
         for task in served.tasks:
             task.cancel()
         await asyncio.gather(*served.tasks, return_exceptions=True)
         if served.netns is not None:
-            pod_network.delete_pod_namespace(self._state_dir, self._record, served.netns)
+            await asyncio.to_thread(
+                self._locked, pod_network.delete_pod_namespace, self._state_dir, self._record, served.netns
+            )
             log.info("pod %s: removed network namespace %s", served.key, served.netns)
+
+
+async def _end_process(served: ServedPod) -> None:
+    """SIGTERM the pod's runtime, SIGKILL after a grace period; nothing when it is not running."""
+    process = served.process
+    if process is None or process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
 
 
 async def _copy_log(stream: asyncio.StreamReader | None, name: str, path: Path) -> None:

@@ -6,7 +6,9 @@
 - ``kube_api`` (session): a kubernetes-asyncio ``ApiClient`` for the admin user.
 - ``namespace`` (function): a fresh namespace per test, deleted afterwards; tests isolate by it.
 
-The control plane's processes die with the test session, even when it is killed.
+The control plane's processes die with the test session, even when it is killed. As root, its pods
+get addresses from a range reserved by an ``unreachable`` route (``sandbox.pod_network``), released
+when the control plane stops.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import pytest
 from kubernetes_asyncio import client
 
 from kaito_operator.api.crds import all_crds
-from sandbox.controlplane import ControlPlane, Profile
+from sandbox import pod_network
+from sandbox.controlplane import DEFAULT_POD_CIDR, ControlPlane, Profile
 from sandbox.kube import REQUEST_TIMEOUT, api_client_from_kubeconfig, install_crds
 
 
@@ -33,13 +36,19 @@ async def _install_project_crds(control_plane: ControlPlane) -> None:
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     profile = cast(Profile, os.environ.get("KAITO_TEST_PROFILE", "full"))
-    plane = ControlPlane(tmp_path_factory.mktemp("controlplane"), profile=profile)
-    plane.start()
+    # As root, kwok's pod IPs come from a range reserved by an unreachable route: a pod's address then
+    # fails on this machine instead of going anywhere. Without root, kwok's default range, never dialled.
+    record = pod_network.reserve() if profile == "full" and pod_network.network_mode() == "namespaces" else None
+    pod_cidr = record.kwok_cidr if record is not None else DEFAULT_POD_CIDR
+    plane = ControlPlane(tmp_path_factory.mktemp("controlplane"), profile=profile, pod_cidr=pod_cidr)
     try:
+        plane.start()
         asyncio.run(_install_project_crds(plane))
         yield plane
     finally:
         plane.stop()
+        if record is not None:
+            pod_network.release(record)
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,11 @@
 #   2. turns on the cluster's OIDC issuer and workload identity when off (asks first, or --yes);
 #   3. creates or reuses a user-assigned managed identity;
 #   4. creates or reuses its federated credential for the operator's ServiceAccount;
-#   5. creates or reuses a custom role limited to the cluster and its agent pools, and assigns it
-#      to the identity on the cluster;
+#   5. creates or reuses (updating its actions when they differ) a custom role limited to the cluster
+#      and its agent pools, assigned to the identity on the cluster, and a second one that can only
+#      read the status of AKS operations, assigned on the subscription (see step 5 for why);
 #   6. prints the helm install command with every value filled in.
-# Every step reads first and changes only what is missing, so a second run changes nothing.
+# Every step reads first and changes only what is missing or different, so a second run changes nothing.
 # --dry-run runs the reads and prints the changes it would make, without making them.
 set -euo pipefail
 
@@ -23,7 +24,11 @@ options:
       --identity-name NAME      managed identity to create or reuse (default: kaito-gpu-provisioner)
       --namespace NS            namespace the chart is installed in (default: kaito-system)
       --service-account NAME    the chart's serviceAccount.name (default: kaito-operator)
-      --role-name NAME          custom role to create or reuse (default: kaito-py GPU provisioner (RG/CLUSTER))
+      --role-name NAME          cluster-scoped custom role to create or reuse
+                                (default: kaito-py GPU provisioner (RG/CLUSTER))
+      --operations-role-name NAME
+                                subscription-scoped role that reads AKS operation status only
+                                (default: kaito-py AKS operation status reader (SUBSCRIPTION_ID))
       --release NAME            helm release name in the printed command (default: kaito)
       --dry-run                 print the changes, make none
       --yes                     do not ask before enabling the OIDC issuer / workload identity
@@ -38,6 +43,7 @@ IDENTITY_NAME="kaito-gpu-provisioner"
 NAMESPACE="kaito-system"
 SERVICE_ACCOUNT="kaito-operator"
 ROLE_NAME=""
+OPERATIONS_ROLE_NAME=""
 RELEASE="kaito"
 DRY_RUN=false
 ASSUME_YES=false
@@ -59,6 +65,7 @@ while [[ $# -gt 0 ]]; do
     --namespace) need_value "$@"; NAMESPACE="$2"; shift 2 ;;
     --service-account) need_value "$@"; SERVICE_ACCOUNT="$2"; shift 2 ;;
     --role-name) need_value "$@"; ROLE_NAME="$2"; shift 2 ;;
+    --operations-role-name) need_value "$@"; OPERATIONS_ROLE_NAME="$2"; shift 2 ;;
     --release) need_value "$@"; RELEASE="$2"; shift 2 ;;
     --dry-run) DRY_RUN=true; shift ;;
     --yes) ASSUME_YES=true; shift ;;
@@ -73,6 +80,12 @@ if [[ -z "$RESOURCE_GROUP" || -z "$CLUSTER" ]]; then
   exit 2
 fi
 ROLE_NAME="${ROLE_NAME:-kaito-py GPU provisioner ($RESOURCE_GROUP/$CLUSTER)}"
+for role_name in "$ROLE_NAME" "$OPERATIONS_ROLE_NAME"; do
+  if [[ "$role_name" == *[\"\\]* ]]; then # they go into a JSON role definition as they are
+    echo "error: --role-name and --operations-role-name must not contain a double quote or a backslash: $role_name" >&2
+    exit 2
+  fi
+done
 FEDERATED_CREDENTIAL="kaito-${NAMESPACE}-${SERVICE_ACCOUNT}"
 SUBJECT="system:serviceaccount:${NAMESPACE}:${SERVICE_ACCOUNT}"
 CHANGES=0
@@ -196,10 +209,12 @@ IDENTITY_QUERY="$(fields clientId principalId id)"
 if az_read "read the managed identity" identity show "${SCOPE_ARGS[@]}" -g "$RESOURCE_GROUP" -n "$IDENTITY_NAME" \
   --query "$IDENTITY_QUERY" -o tsv; then
   say "reusing managed identity $IDENTITY_NAME"
+  IDENTITY_IS_NEW=false
 else
   say "creating managed identity $IDENTITY_NAME"
   az_change "create the managed identity" identity create "${SCOPE_ARGS[@]}" -g "$RESOURCE_GROUP" -n "$IDENTITY_NAME" \
     -l "$LOCATION" --query "$IDENTITY_QUERY" -o tsv
+  IDENTITY_IS_NEW=true
 fi
 IFS='|' read -r CLIENT_ID PRINCIPAL_ID IDENTITY_ID <<<"$AZ_OUTPUT"
 CLIENT_ID="${CLIENT_ID:-<client id of the new identity>}"
@@ -226,64 +241,115 @@ else
     -g "$RESOURCE_GROUP" "${CREDENTIAL_ARGS[@]}"
 fi
 
-# --- 5. least privilege: a custom role on the cluster ------------------------------------------------
+# --- 5. least privilege: two custom roles --------------------------------------------------------------
 # Not Contributor: on the cluster, Contributor includes
 # Microsoft.ContainerService/managedClusters/listClusterAdminCredential/action (cluster-admin
 # kubeconfig), and on the resource group it can change every resource. The provisioner only reads
-# the cluster and creates, reads and deletes agent pools (and reads the status of the operations it
-# started), so that is all this role allows, and it is assigned on the cluster alone.
+# the cluster and creates, reads and deletes agent pools, so that is all the cluster role allows, and
+# it is assigned on the cluster alone.
+# The provisioner also polls the operations it started, and AKS serves their status at subscription
+# level (/subscriptions/SUB/providers/Microsoft.ContainerService/locations/LOC/operations/ID and, via
+# the Location header, .../operationresults/ID): a role assigned on the cluster does not reach those
+# paths. So a second role holds only those two reads and is assigned on the subscription; it grants
+# no access to any cluster, agent pool or other resource, only the status of AKS operations by id.
 RESOURCE_GROUP_SCOPE="/subscriptions/$SUBSCRIPTION_ID/resourceGroups/$RESOURCE_GROUP"
-ROLE_DEFINITION=$(
-  cat <<EOF
-{"Name": "$ROLE_NAME",
- "IsCustom": true,
- "Description": "kaito-py GPU provisioner: read the AKS cluster, create, read and delete its agent pools.",
- "Actions": ["Microsoft.ContainerService/managedClusters/read",
-             "Microsoft.ContainerService/managedClusters/agentPools/read",
-             "Microsoft.ContainerService/managedClusters/agentPools/write",
-             "Microsoft.ContainerService/managedClusters/agentPools/delete",
-             "Microsoft.ContainerService/locations/operations/read"],
- "NotActions": [], "DataActions": [], "NotDataActions": [],
- "AssignableScopes": ["$RESOURCE_GROUP_SCOPE"]}
-EOF
-)
-az_read "read the custom role" role definition list "${SCOPE_ARGS[@]}" --name "$ROLE_NAME" --custom-role-only true \
-  --scope "$RESOURCE_GROUP_SCOPE" --query "[0].id" -o tsv || fail_step "read the custom role" role definition list
-if [[ -n "$AZ_OUTPUT" ]]; then
-  say "reusing custom role '$ROLE_NAME'"
-else
-  say "creating custom role '$ROLE_NAME'"
-  az_change "create the custom role" role definition create "${SCOPE_ARGS[@]}" --role-definition "$ROLE_DEFINITION"
-fi
+SUBSCRIPTION_SCOPE="/subscriptions/$SUBSCRIPTION_ID"
+OPERATIONS_ROLE_NAME="${OPERATIONS_ROLE_NAME:-kaito-py AKS operation status reader ($SUBSCRIPTION_ID)}"
 
-ASSIGNMENT_FOUND=""
-if [[ -n "$IDENTITY_ID" ]]; then
-  az_read "read the role assignment" role assignment list "${SCOPE_ARGS[@]}" --assignee "$PRINCIPAL_ID" \
-    --role "$ROLE_NAME" --scope "$CLUSTER_ID" --query "[0].id" -o tsv || fail_step "read the role assignment" role assignment list
-  ASSIGNMENT_FOUND="$AZ_OUTPUT"
-fi
-if [[ -n "$ASSIGNMENT_FOUND" ]]; then
-  say "reusing the assignment of '$ROLE_NAME' to $IDENTITY_NAME on the cluster"
-else
-  say "assigning '$ROLE_NAME' to $IDENTITY_NAME on the cluster"
-  ASSIGN_ARGS=(role assignment create "${SCOPE_ARGS[@]}" --assignee-object-id "$PRINCIPAL_ID"
-    --assignee-principal-type ServicePrincipal --role "$ROLE_NAME" --scope "$CLUSTER_ID")
-  if $DRY_RUN; then
-    az_change "assign the custom role" "${ASSIGN_ARGS[@]}"
+# json_strings A B...: a JSON array of the strings (role names and actions hold no '"' or '\').
+json_strings() {
+  local joined="" item
+  for item in "$@"; do
+    joined+="${joined:+,}\"$item\""
+  done
+  echo "[$joined]"
+}
+
+# ensure_role NAME SCOPE DESCRIPTION ACTION...: create the custom role NAME, assignable at SCOPE, or
+# reuse it, updating it when its actions differ. Sets ROLE_ID (empty when a dry run would create it)
+# and ROLE_IS_NEW (true when created or to be created: it has no assignment yet, and az cannot look
+# assignments up by a role it does not know yet).
+ensure_role() {
+  local name="$1" scope="$2" description="$3"
+  shift 3
+  local actions definition same
+  actions="$(json_strings "$@")"
+  definition="{\"Name\": \"$name\", \"IsCustom\": true, \"Description\": \"$description\","
+  definition+=" \"Actions\": $actions, \"NotActions\": [], \"DataActions\": [], \"NotDataActions\": [],"
+  definition+=" \"AssignableScopes\": [\"$scope\"]}"
+  az_read "read the custom role '$name'" role definition list "${SCOPE_ARGS[@]}" --name "$name" \
+    --custom-role-only true --scope "$scope" \
+    --query "[:1].$(fields id "sort(permissions[0].actions || \`[]\`) == sort(\`$actions\`)")" -o tsv ||
+    fail_step "read the custom role '$name'" role definition list --name "$name"
+  ROLE_ID="" same=""
+  IFS='|' read -r ROLE_ID same <<<"$AZ_OUTPUT"
+  ROLE_IS_NEW=false
+  if [[ -z "$ROLE_ID" ]]; then
+    say "creating custom role '$name'"
+    az_change "create the custom role '$name'" role definition create "${SCOPE_ARGS[@]}" \
+      --role-definition "$definition" --query id -o tsv
+    ROLE_ID="$AZ_OUTPUT"
+    ROLE_IS_NEW=true
+  elif [[ "$same" != true ]]; then
+    say "updating custom role '$name': its actions differ from $actions"
+    # Without an "id" in the definition, az finds the role by its name in the assignable scopes.
+    az_change "update the custom role '$name'" role definition update "${SCOPE_ARGS[@]}" \
+      --role-definition "$definition"
   else
-    # A role or identity made a moment ago can take a while to replicate: retry while az says so.
-    attempt=1
-    until AZ_OUTPUT="$(az "${ASSIGN_ARGS[@]}" --only-show-errors 2>"$AZ_ERROR_FILE")"; do
-      if [[ $attempt -ge 6 ]] || ! grep -qiE "does not exist|RoleDefinitionDoesNotExist|PrincipalNotFound" "$AZ_ERROR_FILE"; then
-        fail_step "assign the custom role" "${ASSIGN_ARGS[@]}"
-      fi
-      say "the new role or identity has not replicated yet; retrying in ${SETUP_IDENTITY_RETRY_S:-10}s"
-      sleep "${SETUP_IDENTITY_RETRY_S:-10}"
-      attempt=$((attempt + 1))
-    done
-    CHANGES=$((CHANGES + 1))
+    say "reusing custom role '$name'"
   fi
-fi
+}
+
+# ensure_assignment NAME SCOPE WHERE: assign the role that ensure_role just saw (ROLE_ID, ROLE_IS_NEW)
+# to the identity at SCOPE, unless it already is.
+ensure_assignment() {
+  local name="$1" scope="$2" where="$3" found=""
+  if ! $IDENTITY_IS_NEW && ! $ROLE_IS_NEW; then
+    az_read "read the assignment of '$name'" role assignment list "${SCOPE_ARGS[@]}" --assignee "$PRINCIPAL_ID" \
+      --role "$ROLE_ID" --scope "$scope" --query "[0].id" -o tsv ||
+      fail_step "read the assignment of '$name'" role assignment list --role "$ROLE_ID" --scope "$scope"
+    found="$AZ_OUTPUT"
+  fi
+  if [[ -n "$found" ]]; then
+    say "reusing the assignment of '$name' to $IDENTITY_NAME on $where"
+    return 0
+  fi
+  say "assigning '$name' to $IDENTITY_NAME on $where"
+  local assign_args=(role assignment create "${SCOPE_ARGS[@]}" --assignee-object-id "$PRINCIPAL_ID"
+    --assignee-principal-type ServicePrincipal --role "${ROLE_ID:-<id of the new role>}" --scope "$scope")
+  if $DRY_RUN; then
+    az_change "assign the custom role '$name'" "${assign_args[@]}"
+    return 0
+  fi
+  # A role or identity made a moment ago can take a while to replicate: retry while az says so
+  # (az: "(RoleDefinitionDoesNotExist) The specified role definition with ID '...' does not exist.",
+  # "Role '...' doesn't exist.", or PrincipalNotFound).
+  local attempt=1
+  until AZ_OUTPUT="$(az "${assign_args[@]}" --only-show-errors 2>"$AZ_ERROR_FILE")"; do
+    if [[ $attempt -ge 6 ]] ||
+      ! grep -qiE "does not exist|doesn't exist|RoleDefinitionDoesNotExist|PrincipalNotFound" "$AZ_ERROR_FILE"; then
+      fail_step "assign the custom role '$name'" "${assign_args[@]}"
+    fi
+    say "the new role or identity has not replicated yet; retrying in ${SETUP_IDENTITY_RETRY_S:-10}s"
+    sleep "${SETUP_IDENTITY_RETRY_S:-10}"
+    attempt=$((attempt + 1))
+  done
+  CHANGES=$((CHANGES + 1))
+}
+
+ensure_role "$ROLE_NAME" "$RESOURCE_GROUP_SCOPE" \
+  "kaito-py GPU provisioner: read the AKS cluster, create, read and delete its agent pools." \
+  Microsoft.ContainerService/managedClusters/read \
+  Microsoft.ContainerService/managedClusters/agentPools/read \
+  Microsoft.ContainerService/managedClusters/agentPools/write \
+  Microsoft.ContainerService/managedClusters/agentPools/delete
+ensure_assignment "$ROLE_NAME" "$CLUSTER_ID" "the cluster"
+
+ensure_role "$OPERATIONS_ROLE_NAME" "$SUBSCRIPTION_SCOPE" \
+  "kaito-py GPU provisioner: read the status of AKS operations (no access to any resource)." \
+  Microsoft.ContainerService/locations/operations/read \
+  Microsoft.ContainerService/locations/operationresults/read
+ensure_assignment "$OPERATIONS_ROLE_NAME" "$SUBSCRIPTION_SCOPE" "the subscription (AKS operation status only)"
 
 # --- 6. what to run next -------------------------------------------------------------------------------
 echo

@@ -10,9 +10,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +30,11 @@ from model_images.runtime.validation import Limits
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOTAL_TOKENS = 4096
+API_KEY_ENV = "KAITO_API_KEY"
+"""The variable the API key is read from when ``--api-key`` is not given (the operator's pods
+set it from the ``kaito.sh/api-key-secret`` Secret)."""
+UNEXPANDED_REFERENCE = re.compile(r"\$\([A-Za-z_][A-Za-z0-9_]*\)")
+"""``$(NAME)`` left as is: the kubelet expands it in a container's command only when NAME is set."""
 GRACEFUL_SHUTDOWN_SECONDS = 90.0
 """How long in-flight requests may run after SIGTERM (TGI's default)."""
 
@@ -146,8 +153,37 @@ async def serve(options: ServeOptions) -> int:
     return 0
 
 
+def resolve_api_key(flag: str | None, environ: Mapping[str, str]) -> str | None:
+    """The API key: ``--api-key`` when given, else ``$KAITO_API_KEY`` when set, else None (an
+    open endpoint). A given but empty key is refused, never read as "no key": a Secret whose value
+    is empty would otherwise leave the endpoint open without a word."""
+    if flag is not None:
+        source, key = "--api-key", flag
+    elif API_KEY_ENV in environ:
+        source, key = API_KEY_ENV, environ[API_KEY_ENV]
+    else:
+        return None
+    if not key.strip():
+        raise ValueError(
+            f"{source} is empty: an API key must have at least one non-blank character (is the "
+            f"api-key value of the kaito.sh/api-key-secret Secret empty?); to serve without a key, "
+            f"give neither --api-key nor {API_KEY_ENV}"
+        )
+    if UNEXPANDED_REFERENCE.fullmatch(key):
+        raise ValueError(
+            f"{source} is {key!r}, a variable reference the kubelet did not expand: the container has no "
+            f"such variable (set {API_KEY_ENV} from the Secret, or pass the key itself)"
+        )
+    return key
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        api_key = resolve_api_key(args.api_key, os.environ)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options = ServeOptions(
         model_dir=Path(args.model),
         host=args.host,
@@ -158,7 +194,7 @@ def main(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         model_id=args.model_id,
         device=args.device,
-        api_key=args.api_key,
+        api_key=api_key,
     )
     return asyncio.run(serve(options))
 

@@ -59,6 +59,10 @@ from model_images.runtime.protocol import (
     chat_finish_reason,
 )
 from model_images.runtime.validation import (
+    CHAT_FIELDS,
+    COMPLETION_FIELDS,
+    TGI_FIELDS,
+    FieldNames,
     InferenceError,
     Limits,
     OverloadedError,
@@ -118,7 +122,10 @@ class InferenceServer:
         self._limits = config.limits
         self._metrics = metrics
         self._in_flight = 0
-        self._expected_authorization = f"Bearer {api_key}".encode() if api_key else None
+        if api_key is not None and not api_key.strip():
+            # An empty key must never read as "no key": that would serve an open endpoint.
+            raise ValueError("api_key is empty: give a key, or None to serve without one")
+        self._expected_authorization = None if api_key is None else f"Bearer {api_key}".encode()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._authorize, self._errors], client_max_size=PAYLOAD_LIMIT)
@@ -158,7 +165,7 @@ class InferenceServer:
         top_n = parameters.top_n_tokens or 0
         with self._slot():
             generation, _ = await self._prepare(
-                prompt, parameters, stream=body.stream, add_special_tokens=add_special_tokens, field="messages"
+                prompt, parameters, stream=body.stream, add_special_tokens=add_special_tokens, fields=CHAT_FIELDS
             )
             handle = self._engine.submit(generation)
             if body.stream:
@@ -196,7 +203,7 @@ class InferenceServer:
         model = body.model or self._config.model_id
         top_n = parameters.top_n_tokens or 0
         with self._slot():
-            generation, valid = await self._prepare(prompt, parameters, stream=body.stream, field="prompt")
+            generation, valid = await self._prepare(prompt, parameters, stream=body.stream, fields=COMPLETION_FIELDS)
             handle = self._engine.submit(generation)
             if body.stream:
                 include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -283,8 +290,10 @@ class InferenceServer:
         with self._slot():
             generation, valid = await self._prepare(body.inputs, body.parameters, stream=True)
             handle = self._engine.submit(generation)
-            response = await _start_sse(request, self._headers())
+            # Guarded from the response's start on: a client gone before the headers are written
+            # (prepare raises) must stop its generation too.
             with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
+                response = await _start_sse(request, self._headers())
                 try:
                     async for event in handle.events():
                         await _send(response, self._stream_event(event, body.inputs, valid))
@@ -330,7 +339,6 @@ class InferenceServer:
         logprobs: bool,
         top_n: int,
     ) -> web.StreamResponse:
-        response = await _start_sse(request, self._headers())
         completion_id, created = _completion_id(), int(time.time())
 
         def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> dict[str, Any]:
@@ -347,6 +355,7 @@ class InferenceServer:
             return payload
 
         with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
+            response = await _start_sse(request, self._headers())
             try:
                 async for event in handle.events():
                     done = event.completion
@@ -382,7 +391,6 @@ class InferenceServer:
         logprobs: int | None,
         top_n: int,
     ) -> web.StreamResponse:
-        response = await _start_sse(request, self._headers())
         completion_id, created = _completion_id("cmpl"), int(time.time())
         offset = 0
 
@@ -400,6 +408,7 @@ class InferenceServer:
             return payload
 
         with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
+            response = await _start_sse(request, self._headers())
             try:
                 async for event in handle.events():
                     done = event.completion
@@ -429,18 +438,18 @@ class InferenceServer:
         *,
         stream: bool,
         add_special_tokens: bool = True,
-        field: str = "inputs",
+        fields: FieldNames = TGI_FIELDS,
     ) -> tuple[GenerationInput, ValidParameters]:
         """Validate, then tokenise in a worker thread (after the character cap) so the event loop
-        keeps serving while a long prompt is encoded."""
-        valid = validate_parameters(parameters, inputs, self._limits, stream=stream)
-        validate_input_chars(inputs, field, self._limits)
+        keeps serving while a long prompt is encoded. Errors name the route's own ``fields``."""
+        valid = validate_parameters(parameters, inputs, self._limits, stream=stream, fields=fields)
+        validate_input_chars(inputs, fields.inputs, self._limits)
         input_ids = await asyncio.to_thread(self._encode, inputs, add_special_tokens)
         if valid.truncate is not None:
             input_ids = input_ids[-valid.truncate :]
         if not input_ids:
-            raise RequestValidationError("`inputs` cannot be empty")
-        max_new_tokens = validate_input_length(len(input_ids), valid.max_new_tokens, self._limits)
+            raise RequestValidationError(f"`{fields.inputs}` cannot be empty")
+        max_new_tokens = validate_input_length(len(input_ids), valid.max_new_tokens, self._limits, fields)
         self._metrics.input_tokens.observe(len(input_ids))
         return GenerationInput(input_ids=input_ids, parameters=valid, max_new_tokens=max_new_tokens), valid
 

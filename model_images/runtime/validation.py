@@ -2,7 +2,9 @@
 
 Pure functions over the request models and the configured limits; the tokenizer's only part is the
 input length, passed in as a number. Messages are TGI's (router/src/validation.rs and
-router/src/infer), so clients that match on them keep working.
+router/src/infer), so clients that match on them keep working; the OpenAI routes' messages name
+their own fields (``prompt``/``messages``, ``max_tokens``) where TGI's name ``inputs`` and
+``max_new_tokens``.
 """
 
 from __future__ import annotations
@@ -101,6 +103,20 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class FieldNames:
+    """What the route calls the prompt and the generation cap, so that an error names the field
+    the client sent: TGI's own names on TGI's routes, OpenAI's on the OpenAI routes."""
+
+    inputs: str = "inputs"
+    max_new_tokens: str = "max_new_tokens"
+
+
+TGI_FIELDS: Final = FieldNames()
+COMPLETION_FIELDS: Final = FieldNames(inputs="prompt", max_new_tokens="max_tokens")
+CHAT_FIELDS: Final = FieldNames(inputs="messages", max_new_tokens="max_tokens")
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """How the next token is chosen. ``sampling`` is False for greedy decoding."""
 
@@ -135,6 +151,7 @@ def validate_parameters(
     *,
     stream: bool,
     rng: random.Random | None = None,
+    fields: FieldNames = TGI_FIELDS,
 ) -> ValidParameters:
     """Check a request's parameters in TGI's order; raise RequestValidationError on the first problem.
 
@@ -169,7 +186,7 @@ def validate_parameters(
     if p.top_k is not None and p.top_k <= 0:
         raise RequestValidationError("`top_k` must be strictly positive")
     if p.max_new_tokens is not None and p.max_new_tokens <= 0:
-        raise RequestValidationError("`max_new_tokens` must be strictly positive")
+        raise RequestValidationError(f"`{fields.max_new_tokens}` must be strictly positive")
     if len(p.stop) > limits.max_stop_sequences:
         raise RequestValidationError(
             f"`stop` supports up to {limits.max_stop_sequences} stop sequences. Given: {len(p.stop)}"
@@ -182,7 +199,7 @@ def validate_parameters(
             f"`top_n_tokens` must be >= 0 and <= {limits.max_top_n_tokens}. Given: {top_n_tokens}"
         )
     if not inputs:
-        raise RequestValidationError("`inputs` cannot be empty")
+        raise RequestValidationError(f"`{fields.inputs}` cannot be empty")
     if p.truncate is not None and not 0 < p.truncate <= limits.max_input_tokens:
         raise RequestValidationError(
             f"`truncate` must be strictly positive and less than {limits.max_input_tokens}. Given: {p.truncate}"
@@ -230,20 +247,23 @@ def validate_input_chars(text: str, field: str, limits: Limits) -> None:
         raise RequestValidationError(f"`{field}` must have at most {cap} characters. Given: {len(text)}")
 
 
-def validate_input_length(input_length: int, max_new_tokens: int | None, limits: Limits) -> int:
+def validate_input_length(
+    input_length: int, max_new_tokens: int | None, limits: Limits, fields: FieldNames = TGI_FIELDS
+) -> int:
     """Check the tokenised input against the limits; return the effective ``max_new_tokens``."""
+    inputs, cap = fields.inputs, fields.max_new_tokens
     if max_new_tokens is None:
         max_new_tokens = min(max(limits.max_total_tokens - input_length, 0), DEFAULT_GENERATION_CAP)
     if input_length + max_new_tokens > limits.max_total_tokens:
         raise RequestValidationError(
-            f"`inputs` tokens + `max_new_tokens` must be <= {limits.max_total_tokens}. "
-            f"Given: {input_length} `inputs` tokens and {max_new_tokens} `max_new_tokens`"
+            f"`{inputs}` tokens + `{cap}` must be <= {limits.max_total_tokens}. "
+            f"Given: {input_length} `{inputs}` tokens and {max_new_tokens} `{cap}`"
         )
     if input_length > limits.max_input_tokens:
         raise RequestValidationError(
-            f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {input_length}"
+            f"`{inputs}` must have less than {limits.max_input_tokens} tokens. Given: {input_length}"
         )
     if max_new_tokens <= 0:
         # Only reachable without an explicit max_new_tokens: the input fills the whole budget.
-        raise RequestValidationError("`max_new_tokens` must be strictly positive")
+        raise RequestValidationError(f"`{cap}` must be strictly positive")
     return max_new_tokens

@@ -29,6 +29,7 @@ from kaito_operator.api.kinds import MACHINE, WORKSPACE
 from kaito_operator.runtime import NODE, KubeClient
 from kaito_operator.testing import gone, wait_for
 from sandbox.aks_simulator import AksSimulator
+from sandbox.controlplane import die_with_parent
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -112,7 +113,13 @@ class OperatorProcess:
     def start(self) -> None:
         command = [sys.executable, "-m", "kaito.cli", "run"]
         with self._log.open("ab") as log:
-            self.process = subprocess.Popen(command, env=self._environment, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command,
+                env=self._environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # noqa: PLW1509  (a SIGKILLed pytest leaves no operator behind)
+            )
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, exactly like a node failure or an OOM kill."""

@@ -140,23 +140,17 @@ async def _generate_via_port_forward(kubeconfig: Path, pod: str) -> dict[str, An
 async def test_sandbox_serves_tokens_through_the_cluster_and_leaves_nothing(tmp_path: Path) -> None:
     state = tmp_path / "sandbox"
     kubeconfig = state / "kubeconfig"
-    up = _kaito(
-        "sandbox",
-        "up",
-        "--aks",
-        "--operator",
-        "--exit-when-ready",
-        "--state-dir",
-        str(state),
-        "--apply",
-        str(EXAMPLES / "kaito_workspace_falcon_7b.yaml"),
-        "--wait-ready",
-        "300",
-        timeout=600,
-    )
-    record = pod_network.NetworkRecord.load(state)
-    recorded = read_state(state)
+    up_argv = ["sandbox", "up", "--aks", "--operator", "--exit-when-ready", "--state-dir", str(state)]
+    up_argv += ["--apply", str(EXAMPLES / "kaito_workspace_falcon_7b.yaml"), "--wait-ready", "300"]
+    record: pod_network.NetworkRecord | None = None
+    recorded: dict[str, Any] | None = None
     try:
+        try:
+            up = _kaito(*up_argv, timeout=600)
+        finally:
+            # Read even when `up` failed or timed out: the checks after `down` need what it made.
+            record = pod_network.NetworkRecord.load(state)
+            recorded = read_state(state)
         assert up.returncode == 0, up.stderr
         assert record is not None and record.mode == "namespaces"
         model_dir = state / "model"

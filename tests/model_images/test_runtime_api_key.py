@@ -74,3 +74,56 @@ async def test_kaito_generate_sends_the_key(protected_url: str) -> None:
         await generate_text(
             protected_url, "The weather", max_new_tokens=3, stream=False, timeout=60, out=printed.append
         )
+
+
+# --- where the key comes from, and the keys refused --------------------------------------------------
+def test_the_key_comes_from_the_flag_else_the_environment() -> None:
+    from model_images.runtime.serve import resolve_api_key
+
+    assert resolve_api_key("from-flag", {"KAITO_API_KEY": "from-env"}) == "from-flag"
+    assert resolve_api_key(None, {"KAITO_API_KEY": "from-env"}) == "from-env"
+    assert resolve_api_key(None, {}) is None  # neither given: an open endpoint, on purpose
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "named"),
+    [
+        (["--api-key", ""], {}, "--api-key is empty"),
+        (["--api-key", "  "], {}, "--api-key is empty"),
+        # What `--api-key $(KAITO_API_KEY)` becomes when the Secret's api-key value is empty.
+        (["--api-key", ""], {"KAITO_API_KEY": ""}, "--api-key is empty"),
+        ([], {"KAITO_API_KEY": ""}, "KAITO_API_KEY is empty"),
+        # The kubelet leaves $(NAME) as it is when the container has no variable NAME.
+        (["--api-key", "$(KAITO_API_KEY)"], {}, "variable reference the kubelet did not expand"),
+    ],
+)
+def test_an_empty_key_refuses_to_start_instead_of_serving_an_open_endpoint(
+    argv: list[str],
+    environ: dict[str, str],
+    named: str,
+    *,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from model_images.runtime.__main__ import main
+
+    monkeypatch.delenv("KAITO_API_KEY", raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    # The model directory does not exist: the key is checked first, so the error names the key.
+    assert main(["serve", "--model", str(tmp_path / "no-model"), *argv]) == 2
+    error = capsys.readouterr().err
+    assert named in error, error
+
+
+async def test_the_server_refuses_an_empty_key(tiny_model_dir: Path) -> None:
+    pytest.importorskip("torch")
+    from model_images.runtime.loader import load_model
+    from model_images.runtime.serve import running
+    from model_images.runtime.validation import Limits
+
+    loaded = load_model(tiny_model_dir, device="cpu")
+    with pytest.raises(ValueError, match="api_key is empty"):
+        async with running(loaded, Limits(max_input_tokens=64, max_total_tokens=128), model_id="tiny", api_key=""):
+            pass

@@ -248,7 +248,7 @@ async def test_chat_validation_error(runtime_url: str) -> None:
             "error": error["error"],
             "error_type": "validation",
         }
-        and "`max_new_tokens` must be <=" in error["error"]
+        and "`messages` tokens + `max_tokens` must be <=" in error["error"]
     )
 
 

@@ -8,6 +8,7 @@ generation and runs its own in-process server with a larger token budget.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,56 @@ async def test_openai_fields_it_cannot_honour_are_refused_by_name(
     assert message in error["error"]
 
 
+# --- validation errors name the fields the client sent ----------------------------------------------
+MAX_TOTAL_TOKENS = 128  # conftest.py starts the runtime with this
+LONG_TEXT = " ".join(["the"] * (MAX_INPUT_TOKENS + 10))  # "the" is one token: over the input limit
+
+
+def chat_body(content: str, **fields: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": content}], **fields}
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "message"),
+    [
+        ("/v1/completions", {"prompt": ""}, "`prompt` cannot be empty"),
+        ("/v1/completions", {"prompt": PROMPT, "max_tokens": 0}, "`max_tokens` must be strictly positive"),
+        (
+            "/v1/completions",
+            {"prompt": PROMPT, "max_tokens": MAX_TOTAL_TOKENS},
+            f"`prompt` tokens + `max_tokens` must be <= {MAX_TOTAL_TOKENS}. Given: ",
+        ),
+        (
+            "/v1/completions",
+            {"prompt": LONG_TEXT, "max_tokens": 2},
+            f"`prompt` must have less than {MAX_INPUT_TOKENS} tokens",
+        ),
+        ("/v1/chat/completions", chat_body("hi", max_tokens=0), "`max_tokens` must be strictly positive"),
+        (
+            "/v1/chat/completions",
+            chat_body("hi", max_tokens=MAX_TOTAL_TOKENS),
+            f"`messages` tokens + `max_tokens` must be <= {MAX_TOTAL_TOKENS}. Given: ",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body(LONG_TEXT, max_tokens=2),
+            f"`messages` must have less than {MAX_INPUT_TOKENS} tokens",
+        ),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_openai_validation_errors_name_the_openai_fields(
+    runtime_url: str, route: str, body: dict[str, Any], message: str, stream: bool
+) -> None:
+    status, error = await post_json(f"{runtime_url}{route}", {**body, "stream": stream})
+    assert status == 422, error
+    assert error["error_type"] == "validation"
+    assert message in error["error"], error
+    # TGI's names are for TGI's routes; this client sent none of them.
+    assert "inputs" not in error["error"]
+    assert "max_new_tokens" not in error["error"]
+
+
 # --- the character cap ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("route", "field", "body"),
@@ -256,3 +307,56 @@ async def test_a_dropped_non_streaming_request_stops_and_counts_as_cancelled(tin
         assert metric(text, "kaito_runtime_generated_tokens_total") == 0
         assert metric(text, "kaito_runtime_batch_size_count") < 900
         del reader
+
+
+async def test_a_stream_whose_client_is_gone_before_the_headers_stops_generating(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client hangs up between the request's admission and the response's headers: starting
+    the response raises, and that request's generation must stop, on every streaming route.
+
+    Which await a real hang-up interrupts depends on timing, so the failure is injected where the
+    headers are written: the SSE start raises ConnectionResetError, as aiohttp does on a closed
+    transport.
+    """
+    pytest.importorskip("torch")
+    from model_images.runtime import server
+    from model_images.runtime.loader import load_model
+    from model_images.runtime.serve import running
+    from model_images.runtime.validation import Limits
+
+    async def client_gone(request: Any, headers: dict[str, str]) -> Any:
+        raise ConnectionResetError("Cannot write to closing transport")
+
+    monkeypatch.setattr(server, "_start_sse", client_gone)
+    long = 900  # far more tokens than the tiny model makes before a cancelled request leaves
+    streams = [
+        ("/generate_stream", {"inputs": PROMPT, "parameters": {"max_new_tokens": long}}),
+        ("/", {"inputs": PROMPT, "parameters": {"max_new_tokens": long}, "stream": True}),
+        ("/v1/completions", {"prompt": PROMPT, "max_tokens": long, "stream": True}),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": long, "stream": True},
+        ),
+    ]
+    loaded = load_model(tiny_model_dir, device="cpu")
+    limits = Limits(max_input_tokens=64, max_total_tokens=1024)
+    async with running(loaded, limits, model_id="tiny") as url, aiohttp.ClientSession(timeout=TIMEOUT) as session:
+
+        async def metrics() -> str:
+            async with session.get(f"{url}/metrics") as response:
+                return await response.text()
+
+        for done, (route, body) in enumerate(streams, start=1):
+            with contextlib.suppress(aiohttp.ClientError):  # the server drops the connection
+                async with session.post(f"{url}{route}", json=body) as response:
+                    await response.read()
+
+            async def stopped(done: int = done) -> str | None:
+                text = await metrics()
+                cancelled = metric(text, "kaito_runtime_requests_total", outcome="cancelled") == done
+                return text if cancelled and metric(text, "kaito_runtime_current_batch_size") == 0 else None
+
+            text = await eventually(stopped, what=f"the stream on {route} to be cancelled and leave the batch")
+        assert metric(text, "kaito_runtime_requests_total", outcome="success") == 0
+        assert metric(text, "kaito_runtime_batch_size_count") < long

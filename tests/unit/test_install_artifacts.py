@@ -1,6 +1,7 @@
 """What can be checked of the install artifacts without a Docker engine or a cluster: the operator
 image's Dockerfile (stages, base pinned by digest, non-root user), the dependency set it installs
-(the project without extras: no torch, no transformers), versions that must agree, and that the
+(the project without extras: no torch, no transformers), versions that must agree, the image
+workflow (checks before it pushes, to where the chart and the docs point), and that the
 provisioner's setup hint names things that exist."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gpu_provisioner.settings import IDENTITY_SETUP_HINT
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 CHART = REPO / "helm" / "kaito"
+IMAGE_WORKFLOW = REPO / ".github" / "workflows" / "operator-image.yml"
 
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:
@@ -94,3 +96,29 @@ def test_the_identity_hint_points_at_things_that_exist() -> None:
             node = node[part]
     named = set(re.findall(r"\.(resourceGroup|clusterName|location)\b", IDENTITY_SETUP_HINT))
     assert named <= set(values["provisioner"]["azure"]), named
+
+
+def test_the_image_workflow_pushes_where_the_chart_and_the_docs_point() -> None:
+    workflow = yaml.safe_load(IMAGE_WORKFLOW.read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert workflow["env"]["IMAGE"] == values["operator"]["image"]["repository"]
+    chart_reference = (
+        f"{workflow['env']['CHART_REPOSITORY']}/{yaml.safe_load((CHART / 'Chart.yaml').read_text())['name']}"
+    )
+    for doc in ("README.md", "docs/install-aks.md"):
+        assert f"helm install kaito {chart_reference}" in (REPO / doc).read_text(), doc
+
+
+def test_the_image_workflow_checks_the_image_before_it_pushes_and_labels_its_source() -> None:
+    steps = yaml.safe_load(IMAGE_WORKFLOW.read_text())["jobs"]["image"]["steps"]
+    (check,) = [i for i, step in enumerate(steps) if "65532:65532" in step.get("run", "")]
+    (push,) = [i for i, step in enumerate(steps) if "push" in step.get("with", {})]
+    assert check < push, "the image is checked before the step that pushes it"
+    (checked_build,) = [i for i, step in enumerate(steps) if step.get("with", {}).get("load")]
+    assert checked_build < check
+    assert all("if" not in steps[i] for i in (checked_build, check)), "tag builds are checked too"
+    assert "torch" in steps[check]["run"] and "--help" in steps[check]["run"]
+    label = yaml.safe_load(IMAGE_WORKFLOW.read_text())["env"]["SOURCE_LABEL"]
+    assert label.startswith("org.opencontainers.image.source=")
+    for i in (checked_build, push):
+        assert steps[i]["with"]["labels"] == "${{ env.SOURCE_LABEL }}"

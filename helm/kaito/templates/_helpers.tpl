@@ -13,6 +13,16 @@
 {{- end -}}
 {{- end -}}
 
+{{/*
+The full name with a suffix, e.g. <fullname>-webhook: include with (dict "context" $ "suffix" "webhook").
+The full name is cut first so that the whole name, suffix included, stays within 63 characters (a
+Service name is a DNS label; Helm allows 53-character release names).
+*/}}
+{{- define "kaito.suffixedName" -}}
+{{- $room := sub 62 (len .suffix) | int -}}
+{{- printf "%s-%s" (include "kaito.fullname" .context | trunc $room | trimSuffix "-") .suffix -}}
+{{- end -}}
+
 {{- define "kaito.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/name: {{ include "kaito.name" . }}

@@ -7,6 +7,7 @@ upgrades this chart to itself with changed values."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -182,6 +183,98 @@ def test_a_wrong_value_fails_install_with_a_message_naming_it(helm: Helm, settin
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert named in result.stderr, result.stderr
+
+
+# Kubernetes' name rules (k8s.io/apimachinery validation): a Service name is an RFC 1035 label, the
+# others here DNS-1123 subdomains; Helm refuses release names over 53 characters.
+DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+DNS_1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+LONGEST_RELEASE_NAMES = ["r" * 53, "kaito-" + "r" * 47]
+
+
+@pytest.mark.parametrize("release", LONGEST_RELEASE_NAMES, ids=["plain", "says-kaito"])
+async def test_the_longest_release_name_renders_valid_names(
+    helm: Helm, kube_api: Any, namespace: str, release: str
+) -> None:
+    assert len(release) == 53
+    everything_on = {**AZURE_VALUES, "monitoring.serviceMonitor.enabled": "true"}
+    for extra in ({}, {"webhook.certManager.enabled": "true"}):
+        objects = helm.render(namespace, {**everything_on, **extra}, release=release)
+        for obj in objects:
+            name = obj["metadata"]["name"]
+            assert len(name) <= 63, f"{obj['kind']} {name}: {len(name)} characters"
+            rule = DNS_1035_LABEL if obj["kind"] == "Service" else DNS_1123_SUBDOMAIN
+            assert rule.fullmatch(name), f"{obj['kind']} {name}"
+        names = {(obj["kind"], obj["metadata"]["name"]) for obj in objects}
+        environment = container_env(objects)
+        assert ("Service", environment["KAITO_WEBHOOK_SERVICE_NAME"]) in names, "the operator names its own Service"
+        secret_names = {name for kind, name in names if kind == "Role"}
+        assert environment["KAITO_WEBHOOK_SECRET_NAME"] in secret_names | {
+            obj["spec"]["secretName"] for obj in objects if obj["kind"] == "Certificate"
+        }
+    # The API server applies the same rules to what the default values render.
+    await install_crds(kube_api, [SERVICE_MONITOR_CRD])
+    objects = helm.render(namespace, everything_on, release=release)
+    admitted = await apply_objects(kube_api, objects, namespace=namespace, dry_run=True)
+    assert [obj["metadata"]["name"] for obj in admitted] == [obj["metadata"]["name"] for obj in objects]
+
+
+@pytest.mark.parametrize(
+    ("replicas", "min_available", "rendered"),
+    [
+        # A drain can evict a replica while fewer than all of them must stay (a percentage rounds up).
+        ("2", "1", True),
+        ("3", "2", True),
+        ("3", "50%", True),
+        ("1", "1", False),
+        ("2", "2", False),
+        ("1", "50%", False),
+        ("2", "51%", False),
+    ],
+)
+def test_the_disruption_budget_never_blocks_a_drain(
+    helm: Helm, replicas: str, min_available: str, rendered: bool
+) -> None:
+    values = {"operator.replicas": replicas, "operator.podDisruptionBudget.minAvailable": min_available}
+    budgets = of_kind(helm.render("kaito-system", values), "PodDisruptionBudget")
+    assert bool(budgets) == rendered
+    if budgets:
+        assert str(budgets[0]["spec"]["minAvailable"]) == min_available
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (["operator.leaderElection.renewDeadline=15"], ["operator.leaderElection.renewDeadline", "leaseDuration"]),
+        (["operator.leaderElection.leaseDuration=5"], ["operator.leaderElection.renewDeadline", "leaseDuration"]),
+        (["operator.leaderElection.retryPeriod=10"], ["operator.leaderElection.retryPeriod", "renewDeadline"]),
+        (["webhook.port=8080"], ["webhook.port", "operator.metricsPort"]),
+        (["operator.healthPort=8080"], ["operator.healthPort", "operator.metricsPort"]),
+        (["operator.healthPort=9443"], ["operator.healthPort", "webhook.port"]),
+    ],
+)
+def test_values_that_contradict_each_other_fail_with_a_message_naming_them(
+    helm: Helm, settings: list[str], named: list[str]
+) -> None:
+    arguments = [arg for setting in settings for arg in ("--set", setting)]
+    result = helm.run("template", "kaito", str(CHART), "--namespace", "kaito-system", *arguments, check=False)
+    assert result.returncode != 0
+    for name in named:
+        assert name in result.stderr, result.stderr
+
+
+def test_the_webhook_port_may_equal_another_when_the_webhook_is_off(helm: Helm) -> None:
+    values = {"webhook.enabled": "false", "webhook.port": "8081"}
+    assert "KAITO_WEBHOOK_PORT" not in container_env(helm.render("kaito-system", values))
+
+
+def test_the_lease_role_names_the_lease(helm: Helm) -> None:
+    objects = helm.render("kaito-system", {"operator.leaderElection.leaseName": "my-lease"})
+    (role,) = [obj for obj in of_kind(objects, "Role") if obj["metadata"]["name"].endswith("-leader-election")]
+    for rule in role["rules"]:
+        # create cannot be limited by name: RBAC does not know the name before the object exists.
+        assert rule.get("resourceNames") == (None if rule["verbs"] == ["create"] else ["my-lease"]), rule
+    assert container_env(objects)["KAITO_LEADER_ELECTION_ID"] == "my-lease"
 
 
 async def test_install_upgrade_with_changed_values_and_uninstall(helm: Helm, kube_api: Any, namespace: str) -> None:

