@@ -25,6 +25,7 @@ from kaito_operator.api.kinds import MACHINE, WORKSPACE
 from kaito_operator.api.workspace import PRESET_NAMES
 from kaito_operator.presets import catalog
 from kaito_operator.runtime import ApiError, KubeClient
+from kaito_operator.vm_sizes import lookup
 from sandbox.aks_simulator.sizes import canonical_size, shape
 
 FIELDS: Final = ("metadata.name", "resource", "inference", "spec.", ".template")
@@ -152,12 +153,25 @@ class FuzzReport:
     seconds: float = 0.0
 
 
+TRANSIENT_MESSAGE_PREFIXES: Final = ("creating machines: ", "applying service: ", "applying workload: ")
+"""How the Workspace controller words a write to the API server that failed (controller.py): a
+transient failure (a 409, a timeout) is retried and is no outcome. A refusal (403) reads the same;
+the fuzz runs no policy that refuses, so one is unexpected and rightly left "not terminal"."""
+
+
 def terminal(obj: dict[str, Any]) -> str | None:
-    """ "ready", "failed:<Type>:<reason>", or None while the Workspace is still on its way."""
+    """ "ready", "failed:<Type>:<reason>" for a permanent failure (the spec refused, the workload
+    rejected, a Machine that failed), or None while the Workspace is on its way or retrying."""
     conditions = (obj.get("status") or {}).get("conditions") or []
     if any(x["type"] == c.COND_WORKSPACE_READY and x["status"] == "True" for x in conditions):
         return "ready"
-    failed = [x for x in conditions if x["status"] == "False" and x.get("reason")]
+    failed = [
+        x
+        for x in conditions
+        if x["status"] == "False"
+        and x.get("reason")
+        and not str(x.get("message") or "").startswith(TRANSIENT_MESSAGE_PREFIXES)
+    ]
     return f"failed:{failed[0]['type']}:{failed[0]['reason']}" if failed else None
 
 
@@ -200,10 +214,12 @@ async def run(kube: KubeClient, namespace: str, bodies: list[dict[str, Any]], *,
 
 
 async def machines_that_cannot_fit(kube: KubeClient, namespace: str, report: FuzzReport) -> list[str]:
-    """Machines made for a preset Workspace whose node has fewer GPUs than the preset needs, by the
-    simulator's own size table (an independent source from the operator's). A size neither table
-    knows (an N-series size newer than both) is Azure's to refuse, as Kaito v0.1 let it through: its
-    Machine fails at the provisioner, which the Workspace reports, and it is not counted here."""
+    """Machines made for a preset Workspace whose node cannot hold the preset: fewer GPUs than it
+    needs, by the simulator's own size table (an independent source from the operator's), or too
+    little GPU memory per GPU or in total per node (every replica is served by one node). A size
+    neither table knows (an N-series size newer than both) is Azure's to refuse, as Kaito v0.1 let it
+    through: its Machine fails at the provisioner, which the Workspace reports, and it is not counted
+    here."""
     machines, _ = await kube.list(MACHINE, label_selector=f"{c.LABEL_WORKSPACE_NAMESPACE}={namespace}")
     by_name = {obj["metadata"]["name"]: obj for obj in report.accepted}
     wrong = []
@@ -214,12 +230,25 @@ async def machines_that_cannot_fit(kube: KubeClient, namespace: str, report: Fuz
             continue
         if canonical_size(owner["resource"]["instanceType"], None) is None:
             continue
-        gpus = shape(owner["resource"]["instanceType"]).gpus
+        instance_type = owner["resource"]["instanceType"]
+        gpus = shape(instance_type).gpus
         try:
-            needed = catalog.get(preset["name"]).min_gpu_count
+            needs = catalog.get(preset["name"])
         except KeyError:
             wrong.append(f"{machine['metadata']['name']} for {owner['metadata']['name']} (unknown preset)")
             continue
-        if gpus < needed:
-            wrong.append(f"{machine['metadata']['name']} for {owner['metadata']['name']}")
+        made_for = f"{machine['metadata']['name']} for {owner['metadata']['name']}"
+        if gpus < needs.min_gpu_count:
+            wrong.append(made_for)
+            continue
+        # The memory of one GPU is not in the simulator's table (Azure's size API does not give it
+        # either), so it comes from the operator's table: no independent source exists for it. The
+        # GPU count it is multiplied by is the simulator's.
+        sku = lookup(instance_type)
+        if sku is None:
+            continue
+        if sku.gpu_memory_gib < needs.min_gpu_memory_per_gpu_gib:
+            wrong.append(f"{made_for} (memory per GPU)")
+        elif gpus * sku.gpu_memory_gib < needs.min_total_gpu_memory_gib:
+            wrong.append(f"{made_for} (total GPU memory)")
     return wrong

@@ -12,7 +12,8 @@ How values compare:
   references): matched by name, extra live elements are someone else's;
 - other lists are atomic (command, args, tolerations, affinity terms): same length, each element
   compared as above, and a difference replaces the whole list;
-- scalars: equal; under ``requests``/``limits`` as quantities, so "0.5" equals the server's "500m";
+- scalars: equal; under ``requests``/``limits``/``overhead`` and in ``sizeLimit`` as quantities, so
+  "0.5" equals the server's "500m" and "1024Mi" its "1Gi";
   an empty intent (None, {}, [], "", false, 0) equals a field the server omitted.
 
 ``restore_patch`` turns the differences into one JSON patch that sets exactly those fields back,
@@ -32,7 +33,11 @@ from typing import Any, Final, Literal
 
 Segment = str | int
 
-_QUANTITY_PARENTS: Final = frozenset({"requests", "limits"})
+# Where a pod template holds resource.Quantity values, which the API server serves in canonical form
+# (emptyDir "1024Mi" comes back as "1Gi"): .../requests/<name>, limits, a RuntimeClass's overhead,
+# and an emptyDir's sizeLimit.
+_QUANTITY_PARENTS: Final = frozenset({"requests", "limits", "overhead"})
+_QUANTITY_FIELDS: Final = frozenset({"sizeLimit"})
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[a-zA-Z]*)$")
 _SUFFIXES: Final = {
     "": Decimal(1),
@@ -104,7 +109,7 @@ def _keyed_by_name(items: list[Any]) -> bool:
 def _scalar_equal(desired: Any, live: Any, path: tuple[Segment, ...]) -> bool:
     if desired == live and type(desired) is type(live):
         return True
-    if len(path) >= 2 and path[-2] in _QUANTITY_PARENTS:  # .../requests/<resource name>
+    if (path and path[-1] in _QUANTITY_FIELDS) or (len(path) >= 2 and path[-2] in _QUANTITY_PARENTS):
         wanted, have = quantity(desired), quantity(live)
         return wanted is not None and wanted == have
     # JSON has one number type: 1 and 1.0 are the same value.

@@ -6,7 +6,8 @@ client-go reflector pattern:
 - the watch ends when the server's timeout (randomised, ~5-10 min) expires, and is resumed from the
   last resourceVersion seen (bookmarks keep that fresh even for quiet resources);
 - **410 Gone** (the resourceVersion was compacted away) re-lists, diffs the fresh list against the
-  cache and emits the ADDED / MODIFIED / DELETED events that were missed;
+  cache and emits the ADDED / MODIFIED / DELETED events that were missed (an object made and
+  deleted in the gap has none: relist handlers learn that a list has been applied);
 - other failures retry with backoff (through the clock) and resume;
 - every ``resync_period`` all cached objects are re-delivered as SYNC events, so a controller that
   dropped something (a bug, a lost write) gets another look without a full re-list.
@@ -160,6 +161,8 @@ class Informer:
         self._watch_timeout = watch_timeout
         self._backoff = backoff or ExponentialBackoff(base=0.5, cap=30.0)
         self._handlers: list[Handler] = []
+        self._relist_handlers: list[Callable[[int], None]] = []
+        self._lists_begun = 0
         self._synced = asyncio.Event()
         self._rng = random.Random()
 
@@ -172,6 +175,17 @@ class Informer:
         self._handlers.append(handler)
         for obj in self.store.list():
             self._deliver(handler, WatchEvent("ADDED", obj))
+
+    def add_relist_handler(self, handler: Callable[[int], None]) -> None:
+        """Call ``handler(number)`` after each list (the first and every re-list) has been applied,
+        after its events. An object made and deleted while the watch was down (a 410 re-list) never
+        has an event; a list numbered above ``list_mark`` taken after the write has seen it gone."""
+        self._relist_handlers.append(handler)
+
+    @property
+    def list_mark(self) -> int:
+        """How many lists have begun: every list numbered above this one begins after now."""
+        return self._lists_begun
 
     def add_indexer(self, name: str, function: IndexFunc) -> None:
         self.store.add_indexer(name, function)
@@ -208,6 +222,8 @@ class Informer:
         failures = 0
         while True:
             if version is None:
+                self._lists_begun += 1
+                number = self._lists_begun
                 try:
                     items, version = await self._client.list(
                         self.kind, self.namespace, label_selector=self.label_selector
@@ -221,6 +237,11 @@ class Informer:
                 self._metrics.watch_restarts.labels(str(self.kind), cause).inc()
                 self._replace(items)
                 self._synced.set()
+                for handler in list(self._relist_handlers):
+                    try:
+                        handler(number)
+                    except Exception:  # one broken handler must not stop the cache for everyone
+                        log.exception("relist handler for %s failed", self.kind)
             try:
                 timeout = int(self._watch_timeout * (1 + self._rng.random()))
                 stream = self._client.watch(

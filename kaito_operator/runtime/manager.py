@@ -204,14 +204,15 @@ class Manager:
         return 1 if self.failure is not None else 0
 
     def _crashed(self, task: str, error: BaseException) -> None:
-        if self._stopping:
-            return
-        self.failure = f"{task}: {error}"
         if isinstance(error, LostLeadership):
-            # Another replica may hold the Lease already: no grace period for reconciles in flight.
+            # Another replica may hold the Lease already: no grace period for reconciles in flight,
+            # not even those a graceful stop is waiting for.
             self.lost_leadership = True
             for controller in self._controllers:
                 controller.shut_down()
             self._worker_tasks.cancel_all()
+        if self._stopping:
+            return
+        self.failure = f"{task}: {error}"
         log.error("stopping: background task %s failed", task)
         self._done.set()

@@ -105,13 +105,25 @@ class SecretCertificates:
 
     async def refresh(self, *, publish: bool = True) -> None:
         certificates = await self._current_or_renewed()
-        if certificates.cert != self._served:
-            _load_pair(self.ssl_context, certificates.cert, certificates.key)
-            self._served = certificates.cert
-            log.info("webhook serving certificate loaded", extra={"secret": self._secret_name})
         self.ca_bundle = certificates.ca_bundle
-        if publish:
-            await self._publish_ca_bundle(certificates.ca_bundle)
+        if self._served is None:
+            self._load(certificates)  # nothing served yet: no admission a new CA could break
+        # Published before a new pair is served: the API server must trust its CA first. The bundle
+        # holds the old CA and the new one, so connections with the current pair keep working.
+        if publish and not await self._publish_ca_bundle(certificates.ca_bundle):
+            log.warning(
+                "webhook configuration %s kept changing while its CA bundle was written; "
+                "serving the current certificate until the next refresh",
+                self._configuration_name,
+            )
+            return
+        if certificates.cert != self._served:
+            self._load(certificates)
+
+    def _load(self, certificates: CertificateSet) -> None:
+        _load_pair(self.ssl_context, certificates.cert, certificates.key)
+        self._served = certificates.cert
+        log.info("webhook serving certificate loaded", extra={"secret": self._secret_name})
 
     async def _read(self) -> tuple[dict[str, Any] | None, CertificateSet | None]:
         try:
@@ -162,9 +174,15 @@ class SecretCertificates:
         log.info("webhook certificates written", extra={"secret": self._secret_name, "hosts": self._hosts})
         return renewed
 
-    async def _publish_ca_bundle(self, bundle: bytes) -> None:
+    async def _publish_ca_bundle(self, bundle: bytes) -> bool:
         """Write the CA bundle into the webhook configuration; with a ``registration`` (the sandbox's
-        URL registration), also create the configuration or bring it back to the registration."""
+        URL registration), also create the configuration or bring it back to the registration.
+        A write conflict (someone changed the configuration meanwhile) is read again and retried
+        once at once: the new serving pair waits for this write. False when it conflicted twice."""
+        return await self._publish_once(bundle) or await self._publish_once(bundle)
+
+    async def _publish_once(self, bundle: bytes) -> bool:
+        """False when the write met a conflict (409); True when the bundle is in place or not wanted."""
         encoded = base64.b64encode(bundle).decode()
         configuration: dict[str, Any] | None = None
         try:
@@ -174,7 +192,7 @@ class SecretCertificates:
                 raise
         if configuration is None and self._registration is None:
             log.debug("webhook configuration %s is not registered yet", self._configuration_name)
-            return
+            return True
         if self._registration is not None:
             desired = copy.deepcopy(self._registration["webhooks"])
             for webhook in desired:
@@ -182,17 +200,22 @@ class SecretCertificates:
             if configuration is None:
                 body = {**copy.deepcopy(self._registration), "webhooks": desired}
                 body["metadata"] = {**body["metadata"], "name": self._configuration_name}
-                await self._client.create(VALIDATING_WEBHOOK_CONFIGURATION, body)
+                try:
+                    await self._client.create(VALIDATING_WEBHOOK_CONFIGURATION, body)
+                except ApiError as error:
+                    if error.already_exists:
+                        return False  # another replica registered it meanwhile: read it again
+                    raise
                 log.info("webhook registered", extra={"configuration": self._configuration_name})
-                return
+                return True
             if _subset(desired, configuration.get("webhooks") or []):
-                return
+                return True
             configuration["webhooks"] = desired
         else:
             assert configuration is not None
             webhooks = configuration.get("webhooks") or []
             if all((w.get("clientConfig") or {}).get("caBundle") == encoded for w in webhooks):
-                return
+                return True
             for webhook in webhooks:
                 webhook.setdefault("clientConfig", {})["caBundle"] = encoded
         try:
@@ -200,8 +223,9 @@ class SecretCertificates:
         except ApiError as error:
             if error.status != 409:
                 raise
-            return  # changed meanwhile: the next refresh writes it
+            return False  # changed meanwhile
         log.info("webhook CA bundle written", extra={"configuration": self._configuration_name})
+        return True
 
 
 def _subset(want: Any, have: Any) -> bool:

@@ -5,8 +5,10 @@ One reconcile, level-triggered and idempotent:
    once the Machine informer shows them gone (their delete events bring the key back; no polling).
    The Deployment and Service go by owner reference.
 2. Add our finalizer (only ours; others' are never touched).
-3. A preset that cannot fit the instance type is a permanent problem: conditions + a Warning
-   Event, no Machines, no retry until the Workspace changes.
+3. A Workspace the admission rules refuse (a preset that cannot fit the instance type, a count
+   over the limit) is a permanent problem: conditions + a Warning Event, no Machines, no retry
+   until the Workspace changes. Only before anything was made for it: once it has Machines or a
+   Deployment, a rule changed since (lower limit, upgrade) is one Warning Event and it is served on.
 4. Choose nodes from the Node cache (not those of Machines being deleted); for the shortfall,
    create Machines concurrently under deterministic names (a restart finds them instead of making
    more). A Machine deleted or being deleted (by anyone: a user, the provisioner's liveness
@@ -89,6 +91,8 @@ PHASE_CONDITIONS: Final = frozenset(
 """Conditions whose change to True (Normal) or False (Warning) is announced as an Event."""
 REFUSED_RETRY_SECONDS: Final = 300.0
 """How long a refused write (403, 422) waits before it is tried again, unless something changes."""
+REASON_NO_LONGER_ADMISSIBLE: Final = "NoLongerAdmissible"
+"""The Warning Event's reason when a Workspace already served breaks a creation rule changed since."""
 
 
 def _machine_index(machine: dict[str, Any]) -> list[str]:
@@ -157,8 +161,11 @@ class WorkspaceReconciler:
         machines.add_indexer(MACHINES_BY_WORKSPACE, _machine_index)
         # Machines we are creating or created that the cache has not shown yet, so a reconcile
         # woken before their watch event neither recreates them nor forgets to delete them. Any
-        # event about a name (added, changed, deleted) hands it over to the cache.
-        self._created: dict[ObjectKey, set[str]] = {}
+        # event about a name (added, changed, deleted) hands it over to the cache; so does a list
+        # begun after the create returned (the Machine informer's list_mark then, None while in
+        # flight): one made and deleted while the watch was down has no event at all.
+        self._created: dict[ObjectKey, dict[str, int | None]] = {}
+        self._rule_warnings: dict[ObjectKey, str] = {}  # the admission problem last warned about, per Workspace
         self._measured: set[str] = set()  # UIDs of the Machines whose provisioning time was recorded
         machines.add_handler(self._machine_seen)
         pods.add_indexer(PODS_BY_WORKSPACE, _pod_index)
@@ -166,7 +173,7 @@ class WorkspaceReconciler:
     def _machine_seen(self, event: WatchEvent) -> None:
         key = _machine_workspace(event.obj)
         if key is not None and key in self._created:
-            self._created[key].discard(_meta(event.obj).get("name") or "")
+            self._created[key].pop(_meta(event.obj).get("name") or "", None)
         if key is not None:
             self._measure(event)
 
@@ -193,6 +200,7 @@ class WorkspaceReconciler:
         obj = self._workspaces.store.get(key)
         if obj is None:
             self._created.pop(key, None)
+            self._rule_warnings.pop(key, None)
             return Result()
         if _meta(obj).get("deletionTimestamp"):
             # Before reading the spec: a Workspace this version cannot read must still be deletable.
@@ -217,7 +225,7 @@ class WorkspaceReconciler:
         await self._write_status(obj, Observation(generation=self._generation(obj), count=0, deleting=True), None)
         cached = self._machines_of(key)
         remaining = {_meta(m)["name"] for m in cached}
-        unseen = self._created.get(key, set()) - remaining
+        unseen = set(self._created.get(key, {})) - remaining
         to_delete = [_meta(m)["name"] for m in cached if not _meta(m).get("deletionTimestamp")] + sorted(unseen)
         if to_delete:
             results = await asyncio.gather(*(self._delete_machine(name) for name in to_delete), return_exceptions=True)
@@ -279,14 +287,29 @@ class WorkspaceReconciler:
         count = workspace.resource.count
         problem = self._spec_problem(obj)
         machines = [machine_state(m) for m in self._machines_of(key)]
+        if problem is not None and self._made_anything(key, machines):
+            # The admission rules guard creation. One that changed since (a lower
+            # KAITO_MAX_WORKSPACE_COUNT, an upgrade's stricter spelling) must not fail a Workspace
+            # already served: its Machines stay billed, so replacement and drift repair go on.
+            await self._warn_once(key, obj, problem)
+            problem = None
         # The node of a Machine being deleted is about to go: replace it now, not once it is gone.
         leaving = {m.node_name for m in machines if m.deleting and m.node_name}
         selected = select_nodes((n for n in self._nodes.store.list() if node_name(n) not in leaving), workspace)
+        retry_after: float | None = None
         if problem is None and len(selected) < count and not machines:
-            problem = await self._template_problem(key, workspace)
+            try:
+                problem = await self._template_problem(key, workspace)
+            except ApiError as error:
+                if not error.refused:
+                    raise  # transient: retried with backoff
+                # Refused for another reason than the template itself (403: a policy engine, an
+                # exhausted ResourceQuota): no Machine until it would be accepted, looked at again later.
+                problem = f"the Deployment made from this template is refused: {error.api_message or error}"
+                retry_after = self._refused_retry
         if problem is not None:
             await self._write_status(obj, Observation(generation=generation, count=count, spec_problem=problem), [])
-            raise PermanentError(problem)
+            raise PermanentError(problem, retry_after=retry_after)
 
         errors: list[ApiError] = []
         refusals: list[ApiError] = []  # retrying the same write cannot help: a slow look, no backoff
@@ -351,6 +374,19 @@ class WorkspaceReconciler:
             raise PermanentError(inference_failure)
         return Result()
 
+    def forget_listed(self, listed: int) -> list[ObjectKey]:
+        """The Machine informer applied its list number ``listed``: names created before that list
+        began are in the cache now or gone for good (made and deleted while the watch was down,
+        with no event). Forget them; the Workspaces to reconcile again, as one may be short now."""
+        keys: list[ObjectKey] = []
+        for key, names in self._created.items():
+            seen = [name for name, mark in names.items() if mark is not None and mark < listed]
+            for name in seen:
+                del names[name]
+            if seen:
+                keys.append(key)
+        return keys
+
     def _nodes_expected_ready(
         self, workspace: Workspace, machines: list[MachineState], selected: list[str]
     ) -> datetime | None:
@@ -364,6 +400,23 @@ class WorkspaceReconciler:
         if not pending or len(estimates) < len(pending) or any(e is None for e in estimates):
             return None
         return max(e for e in estimates if e is not None)
+
+    def _made_anything(self, key: ObjectKey, machines: list[MachineState]) -> bool:
+        """Machines (seen or being created) or a Deployment exist for this Workspace."""
+        return (
+            bool(machines)
+            or bool(self._created.get(key))
+            or self._deployments.store.get(ObjectKey(key.namespace, workload_name(key.name))) is not None
+        )
+
+    async def _warn_once(self, key: ObjectKey, obj: dict[str, Any], problem: str) -> None:
+        """One Warning Event per problem and Workspace (each repeat would be one more API write)."""
+        if self._rule_warnings.get(key) == problem:
+            return
+        await self._recorder.warning(
+            obj, REASON_NO_LONGER_ADMISSIBLE, f"kept running, but it would not be admitted now: {problem}"
+        )
+        self._rule_warnings[key] = problem
 
     def _spec_problem(self, obj: dict[str, Any]) -> str | None:
         """The admission rules (validation.py), so what slipped past the webhook fails the same way."""
@@ -390,21 +443,29 @@ class WorkspaceReconciler:
         machines: list[MachineState],
     ) -> None:
         cached_names = {m.name for m in machines}
-        created = self._created.setdefault(key, set())
-        created -= cached_names  # seen now: the cache speaks for them
+        created = self._created.setdefault(key, {})
+        for name in cached_names & set(created):
+            del created[name]  # seen now: the cache speaks for them
         in_flight = [m for m in machines if not m.deleting and m.node_name not in selected]
         shortfall = workspace.resource.count - len(selected) - len(in_flight) - len(created)
         if shortfall <= 0:
             return
         # Names of Machines still terminating stay taken: a new Machine never shares a name (and an
         # agent pool) with one whose deletion is still running.
-        names = machine_names(_meta(obj)["uid"], shortfall, taken=cached_names | created)
-        created.update(names)  # before the create: its watch event may arrive before the answer
+        names = machine_names(_meta(obj)["uid"], shortfall, taken=cached_names | set(created))
+        created.update(dict.fromkeys(names))  # before the create: its watch event may arrive before the answer
         results = await asyncio.gather(
             *(self._create_machine(workspace, name) for name in names), return_exceptions=True
         )
         made = [name for name, result in zip(names, results, strict=True) if not isinstance(result, BaseException)]
-        created.difference_update(set(names) - set(made))
+        mark = self._machines.list_mark
+        for name in names:
+            if name not in created:
+                continue  # its watch event came first: the cache speaks for it
+            if name in made:
+                created[name] = mark
+            else:
+                del created[name]
         if made:
             await self._recorder.normal(obj, "CreateMachine", f"creating {len(made)} machines: {', '.join(made)}")
         for result in results:
@@ -633,4 +694,10 @@ def workspace_controller(
     controller.watch(services, map_to_owner(WORKSPACE))
     controller.watch(pods, map_by_labels(c.LABEL_WORKSPACE), predicate=_pod_stage_changed)
     controller.watch(nodes, _workspaces_for_node(workspaces), predicate=_node_changed)
+
+    def machines_listed(listed: int) -> None:
+        for key in reconciler.forget_listed(listed):
+            controller.queue.add(key)
+
+    machines.add_relist_handler(machines_listed)
     return controller

@@ -2,7 +2,9 @@
 
 The webhook asks before it admits the Workspace, and the reconciler asks again before it creates
 any Machine, so a pod template the API server refuses costs no GPU node. Only a refusal of the
-object itself counts (400/422); any other error is raised for the caller to treat as transient.
+object itself counts (400/422); any other error is raised for the caller: the reconciler makes
+another refusal (403 from a policy engine or an exhausted quota) a condition looked at again later,
+and retries the rest with backoff; the webhook admits with a warning.
 """
 
 from __future__ import annotations

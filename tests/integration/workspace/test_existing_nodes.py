@@ -22,7 +22,11 @@ from kaito_operator.testing import (
     wait_for,
     wait_for_item,
 )
-from tests.integration.workspace.workspace_testkit import delete_workspace_and_wait, example_workspace
+from tests.integration.workspace.workspace_testkit import (
+    delete_workspace_and_wait,
+    example_workspace,
+    preset_workspace,
+)
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.full]
 
@@ -120,3 +124,45 @@ async def test_falcon_7b_example_becomes_ready_on_existing_aks_gpu_nodes(kube_ap
             await delete_workspace_and_wait(client, "workspace-falcon-7b", namespace)
     finally:
         await delete_quietly(client, NODE, node_name)
+
+
+async def test_a_served_workspace_over_a_lowered_count_limit_is_warned_about_and_kept(
+    kube_api: Any, namespace: str
+) -> None:
+    """KAITO_MAX_WORKSPACE_COUNT lowered under a Workspace already served: the creation rule is not
+    applied again (it would fail the Workspace while its nodes stay billed); a Warning says so."""
+    client = plain_client(kube_api)
+    apps = f"lowered-{uuid.uuid4().hex[:6]}"
+    nodes = [f"aks-low-{apps}-{i}" for i in range(2)]
+    for node in nodes:
+        await client.create(NODE, gpu_node(node, labels={"apps": apps}))
+    try:
+        async with running_operator(kube_api, max_workspace_count=2):
+            await client.create(
+                WORKSPACE, preset_workspace(name="lowered", namespace=namespace, labels={"apps": apps}, count=2)
+            )
+            await wait_for(
+                client, WORKSPACE, "lowered", is_true(c.COND_WORKSPACE_READY), namespace=namespace, timeout=90
+            )
+        async with running_operator(kube_api, max_workspace_count=1):
+            warning = await wait_for_item(
+                client,
+                EVENT,
+                namespace,
+                lambda e: e["type"] == "Warning" and e["reason"] == "NoLongerAdmissible",
+                field_selector="involvedObject.name=lowered",
+            )
+            assert "resource.count" in warning["message"]
+            # Drift repair goes on: a scaled-down Deployment is put back.
+            await client.patch(DEPLOYMENT, "lowered", {"spec": {"replicas": 1}}, namespace=namespace)
+            await wait_for(
+                client, DEPLOYMENT, "lowered", lambda d: d is not None and d["spec"]["replicas"] == 2,
+                namespace=namespace, timeout=60, what="the replicas put back",
+            )  # fmt: skip
+            kept = await client.get(WORKSPACE, "lowered", namespace)
+            assert condition(kept, c.COND_RESOURCE_READY)["status"] == "True"
+            assert sorted(kept["status"]["workerNodes"]) == nodes
+            await delete_workspace_and_wait(client, "lowered", namespace)
+    finally:
+        for node in nodes:
+            await delete_quietly(client, NODE, node)

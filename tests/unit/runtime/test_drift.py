@@ -114,6 +114,34 @@ def test_a_quantity_that_changed_value_is_drift() -> None:
     assert difference.path[-2:] == ("requests", "cpu")
 
 
+def _with_quantities(size_limit: str, overhead_memory: str, label: str) -> dict[str, Any]:
+    intent = copy.deepcopy(INTENT)
+    intent["metadata"]["labels"]["size"] = label
+    pod = intent["spec"]["template"]["spec"]
+    pod["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": size_limit}}]
+    pod["overhead"] = {"memory": overhead_memory}
+    return intent
+
+
+def test_every_quantity_of_a_pod_template_compares_by_value_not_spelling() -> None:
+    # The API server serves each resource.Quantity in canonical form: 1024Mi comes back as 1Gi,
+    # 0.5Gi as 512Mi (k8s.io/apimachinery resource.Quantity's CanonicalizeBytes).
+    intent = _with_quantities("1024Mi", "0.5Gi", "1Gi")
+    live = copy.deepcopy(intent)
+    pod = live["spec"]["template"]["spec"]
+    pod["volumes"][0]["emptyDir"]["sizeLimit"] = "1Gi"
+    pod["overhead"]["memory"] = "512Mi"
+    assert find_drift(intent, live) == []
+
+
+def test_a_string_outside_a_quantity_field_is_compared_as_written() -> None:
+    intent = _with_quantities("1Gi", "512Mi", "1024Mi")
+    live = copy.deepcopy(intent)
+    live["metadata"]["labels"]["size"] = "1Gi"  # a label is text, whatever it looks like
+    live["spec"]["template"]["spec"]["volumes"][0]["emptyDir"]["sizeLimit"] = "2Gi"
+    assert {d.path[-1] for d in find_drift(intent, live)} == {"size", "sizeLimit"}
+
+
 def test_the_restore_patch_brings_the_live_object_back_to_the_intent_and_keeps_foreign_fields() -> None:
     live = served(INTENT)
     live["metadata"]["annotations"]["team"] = "search"

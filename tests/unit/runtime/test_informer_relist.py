@@ -97,3 +97,22 @@ async def test_other_errors_back_off_then_resume_without_relisting() -> None:
     assert client.watched_from == ["5", "5", "5", "6"]
     assert client.lists == [], "one list only"
     assert informer.store.get(ObjectKey("", "x")) is not None
+
+
+async def test_relist_handlers_hear_each_applied_list_by_its_number() -> None:
+    client = ScriptedClient(
+        lists=[([obj("a", "10")], "10"), ([], "30")],
+        watches=[[ApiError(410, "Expired", "too old resource version: 10 (20)")]],
+    )
+    informer = Informer(client, NODE, clock=FakeClock(), metrics=RuntimeMetrics(), resync_period=0)  # type: ignore[arg-type]
+    assert informer.list_mark == 0
+    heard: list[tuple[int, int]] = []
+    informer.add_relist_handler(lambda number: heard.append((number, len(informer.store))))
+    task = asyncio.create_task(informer.run())
+    try:
+        await client.exhausted.wait()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert heard == [(1, 1), (2, 0)], "after each list is in the cache"
+    assert informer.list_mark == 2
