@@ -8,8 +8,8 @@ suites and benchmarks use them too).
   (watches a collection), ``eventually`` (polls any check).
 - Cleaning up: ``delete_quietly`` (delete, ignoring API errors), ``force_delete`` (strip the
   finalizers, then delete), ``force_delete_machines`` (a namespace's Machines and their nodes).
-- ``operator_settings`` and ``running_operator`` are defined in ``kaito.testing`` (they build the
-  operator through the composition root) and can still be imported from here.
+- ``operator_settings`` and ``running_operator`` moved to ``kaito.testing`` (they build the operator
+  through the composition root, in the application package above this one).
 
 Pair it with the ``sandbox.testing`` pytest plugin, which starts the control plane.
 """
@@ -218,12 +218,25 @@ async def force_delete_machines(client: KubeClient, namespace: str) -> None:
         await force_delete(client, MACHINE, name)
 
 
-# --- the operator in the test's loop (built by the application package, ``kaito.testing``) --------
-def __getattr__(name: str) -> Any:
-    """``operator_settings`` and ``running_operator`` live in ``kaito.testing`` (they need the composition
-    root, which sits above this package); they stay importable from here, where users were told to look."""
-    if name in ("operator_settings", "running_operator"):
-        import kaito.testing
+# --- the operator in the test's loop: moved to ``kaito.testing`` ------------------------------------
+# They build the operator through the composition root, in the application package above this one; a
+# re-export from here would make this package import the application (an import pointing back up).
+# The old names stay, so code written against them fails with the way to fix it.
+class MovedToKaitoTesting(ImportError):
+    """A helper that moved from ``kaito_operator.testing`` to ``kaito.testing``."""
 
-        return getattr(kaito.testing, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def _moved(name: str) -> MovedToKaitoTesting:
+    return MovedToKaitoTesting(
+        f"{name} moved from kaito_operator.testing to kaito.testing: use `from kaito.testing import {name}`"
+    )
+
+
+def operator_settings(**overrides: Any) -> Any:
+    """Moved: ``kaito.testing.operator_settings``."""
+    raise _moved("operator_settings")
+
+
+def running_operator(api: Any, *args: Any, **kwargs: Any) -> Any:
+    """Moved: ``kaito.testing.running_operator``."""
+    raise _moved("running_operator")
