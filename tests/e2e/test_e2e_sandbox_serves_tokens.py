@@ -10,7 +10,6 @@ API server's service proxy refuses, so the test is skipped.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.stream import WsApiClient
 
 from kaito_operator.api import constants as c
+from kaito_operator.testing import eventually
 from sandbox import pod_network
 from sandbox.controlplane import read_state
 from sandbox.kube import api_client_from_kubeconfig
@@ -67,17 +67,6 @@ def _routes_within(cidr: str) -> str:
 
 def _kaito(*argv: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*KAITO, *argv], capture_output=True, text=True, timeout=timeout, check=False, env=env)
-
-
-async def _until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.5)  # poll interval of a wait with a deadline
 
 
 async def _generate_via_proxy(api: client.ApiClient) -> dict[str, Any]:
@@ -187,10 +176,10 @@ async def test_sandbox_serves_tokens_through_the_cluster_and_leaves_nothing(tmp_
                 c.KAITO_GROUP, c.KAITO_VERSION, "default", c.WORKSPACE_PLURAL, WORKSPACE_NAME
             )
 
-            async def runtime_gone() -> bool:
-                return not _runtime_pids(model_dir)
+            async def runtime_gone() -> bool | None:
+                return True if not _runtime_pids(model_dir) else None
 
-            await _until(runtime_gone, 120, "the runtime of the deleted Workspace's pod to exit")
+            await eventually(runtime_gone, timeout=120, what="the runtime of the deleted Workspace's pod to exit")
     finally:
         down = _kaito("sandbox", "down", "--state-dir", str(state), timeout=120)
     assert down.returncode == 0, down.stderr
