@@ -4,7 +4,6 @@ through a real kube-apiserver's service proxy, with its errors for each missing 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import socket
 import urllib.request
@@ -18,7 +17,7 @@ from text_generation import AsyncClient
 from text_generation import errors as tgi_errors
 
 from kaito_operator.api import constants as c
-from kaito_operator.testing import gpu_node
+from kaito_operator.testing import eventually, gpu_node
 from model_images.cli import register
 from model_images.generate import (
     ApiServerRelay,
@@ -217,18 +216,18 @@ async def test_generate_refuses_a_workspace_whose_pods_kwok_only_pretends_to_run
         await core.create_namespaced_pod(namespace, pod, _request_timeout=timeout)
         args = parse(name, PROMPT, "--namespace", namespace, "--kubeconfig", str(Path(control_plane.kubeconfig)))
         printed: list[str] = []
-        deadline = asyncio.get_running_loop().time() + 60
-        while True:
+
+        async def refusal() -> EndpointNotServed | None:
             try:
                 await run(args, printed.append)
             except EndpointNotReady:
-                assert asyncio.get_running_loop().time() < deadline, "the pretend pod never became a ready endpoint"
-                await asyncio.sleep(0.5)  # poll interval while kwok and the endpoint controller catch up
-                continue
+                return None  # kwok and the endpoint controller have not made the pod a ready endpoint yet
             except EndpointNotServed as refused:
-                assert f"workspace {namespace}/{name} is not served" in str(refused)
-                assert node_name in str(refused)
-                break
+                return refused
             raise AssertionError("generate called a pod that nothing serves")
+
+        refused = await eventually(refusal, timeout=60, what="the pretend pod as a ready endpoint")
+        assert f"workspace {namespace}/{name} is not served" in str(refused)
+        assert node_name in str(refused)
     finally:
         await core.delete_node(node_name, _request_timeout=timeout)
