@@ -167,14 +167,14 @@ async def test_a_permanent_error_with_retry_after_is_looked_at_once_after_it_wit
     controller.queue.add(A)
     await until(lambda: len(reconciler.calls) == 1, "first")
     await until(lambda: controller.queue.is_delayed(A), "slow look scheduled")
-    clock.step(299)
-    await asyncio.sleep(0)
+    clock.step(299)  # fires every timer due by then, synchronously
+    assert controller.queue.is_delayed(A), "not handed out before retry_after"
     assert len(reconciler.calls) == 1
     clock.step(1)
     await until(lambda: len(reconciler.calls) == 2, "second, after retry_after")
     await until(lambda: controller.queue.is_delayed(A), "slow look scheduled again")
     clock.step(299)  # the same interval again: no backoff growth, and no shorter one either
-    await asyncio.sleep(0)
+    assert controller.queue.is_delayed(A), "not handed out before retry_after"
     assert len(reconciler.calls) == 2
     clock.step(1)
     await until(lambda: len(reconciler.calls) == 3, "third")
