@@ -27,14 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from kaito_operator.api.constants import COND_WORKSPACE_READY
-from kaito_operator.api.crds import all_crds
 from kaito_operator.api.kinds import WORKSPACE
-from kaito_operator.runtime import LEASE, NAMESPACE, ApiError
-from kaito_operator.testing import eventually, is_true, plain_client
-from sandbox.aks_simulator import AksSimulator, SimulatorConfig
-from sandbox.controlplane import ControlPlane
-from sandbox.kube import api_client_from_kubeconfig, install_crds
+from kaito_operator.runtime import LEASE, ApiError
+from kaito_operator.testing import eventually, is_true
 from sandbox.operator_process import OperatorProcess
+from sandbox.simulated_cluster import simulated_cluster
 
 NAMESPACE_NAME = "failover"
 LEASE_NAME = "kaito-operator-leader"
@@ -64,82 +61,66 @@ def leader_identity(process: OperatorProcess) -> str | None:
 
 
 async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
-    plane = ControlPlane(state / "plane", profile="full")
-    await asyncio.to_thread(plane.start)
-    try:
-        async with await api_client_from_kubeconfig(plane.kubeconfig) as api:
-            await install_crds(api, all_crds().values())
-            kube = plain_client(api)
-            await kube.create(
-                NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE_NAME}}
-            )
-            config = SimulatorConfig(kubeconfig=plane.kubeconfig, provisioning_delay_s=args.delay, deletion_delay_s=1.0)
-            async with AksSimulator(config) as simulator:
-                environment = {
-                    **simulator.operator_environment(simulator.write_federated_token(state / "token")),
-                    "KUBECONFIG": str(plane.kubeconfig),
-                    "KAITO_LEADER_ELECT": "true",
-                    "KAITO_LEADER_ELECTION_NAMESPACE": "default",
-                    "KAITO_LEADER_ELECTION_ID": LEASE_NAME,
-                    "KAITO_LEADER_ELECTION_LEASE_DURATION": str(args.lease_duration),
-                    "KAITO_LEADER_ELECTION_RENEW_DEADLINE": str(args.renew_deadline),
-                    "KAITO_LEADER_ELECTION_RETRY_PERIOD": str(args.retry_period),
-                    "KAITO_LOG_LEVEL": "INFO",
-                }
-                replicas = [OperatorProcess(environment, state / f"operator-{i}.log") for i in range(2)]
+    async with simulated_cluster(state, namespace=NAMESPACE_NAME, provisioning_delay_s=args.delay) as cluster:
+        kube, simulator = cluster.kube, cluster.simulator
+        environment = {
+            **cluster.operator_environment,
+            "KAITO_LEADER_ELECT": "true",
+            "KAITO_LEADER_ELECTION_NAMESPACE": "default",
+            "KAITO_LEADER_ELECTION_ID": LEASE_NAME,
+            "KAITO_LEADER_ELECTION_LEASE_DURATION": str(args.lease_duration),
+            "KAITO_LEADER_ELECTION_RENEW_DEADLINE": str(args.renew_deadline),
+            "KAITO_LEADER_ELECTION_RETRY_PERIOD": str(args.retry_period),
+            "KAITO_LOG_LEVEL": "INFO",
+        }
+        replicas = [OperatorProcess(environment, state / f"operator-{i}.log") for i in range(2)]
+        try:
+            for replica in replicas:
+                replica.start()
+            await asyncio.gather(*(replica.wait_ready() for replica in replicas))
+
+            async def leader() -> OperatorProcess | None:
+                return next((r for r in replicas if leader_identity(r)), None)
+
+            first = await eventually(leader, timeout=60, what="a leader")
+            standby = next(r for r in replicas if r is not first)
+            started = time.monotonic()
+            for index in range(args.workspaces):
+                await kube.create(WORKSPACE, workspace(index))
+
+            async def accepted_put() -> bool | None:
+                return any(r.status == 201 for r in simulator.requests_for("PUT")) or None
+
+            await eventually(accepted_put, timeout=120, what="the first accepted agent-pool PUT")
+            first.kill()
+            killed_mono, killed_wall = time.monotonic(), time.time()
+
+            async def new_holder() -> str | None:
                 try:
-                    for replica in replicas:
-                        replica.start()
-                    await asyncio.gather(*(replica.wait_ready() for replica in replicas))
+                    lease = await kube.get(LEASE, LEASE_NAME, "default")
+                except ApiError:
+                    return None
+                holder = (lease.get("spec") or {}).get("holderIdentity")
+                return holder if holder and holder == leader_identity(standby) else None
 
-                    async def leader() -> OperatorProcess | None:
-                        return next((r for r in replicas if leader_identity(r)), None)
+            await eventually(new_holder, timeout=120, what="the standby holding the Lease")
+            takeover = time.monotonic() - killed_mono
 
-                    first = await eventually(leader, timeout=60, what="a leader")
-                    standby = next(r for r in replicas if r is not first)
-                    started = time.monotonic()
-                    for index in range(args.workspaces):
-                        await kube.create(WORKSPACE, workspace(index))
+            async def first_request_after_kill() -> float | None:
+                later = [r.time for r in simulator.requests if r.target not in (None, "ADMIN") and r.time > killed_wall]
+                return min(later) - killed_wall if later else None
 
-                    async def accepted_put() -> bool | None:
-                        return any(r.status == 201 for r in simulator.requests_for("PUT")) or None
-
-                    await eventually(accepted_put, timeout=120, what="the first accepted agent-pool PUT")
-                    first.kill()
-                    killed_mono, killed_wall = time.monotonic(), time.time()
-
-                    async def new_holder() -> str | None:
-                        try:
-                            lease = await kube.get(LEASE, LEASE_NAME, "default")
-                        except ApiError:
-                            return None
-                        holder = (lease.get("spec") or {}).get("holderIdentity")
-                        return holder if holder and holder == leader_identity(standby) else None
-
-                    await eventually(new_holder, timeout=120, what="the standby holding the Lease")
-                    takeover = time.monotonic() - killed_mono
-
-                    async def first_request_after_kill() -> float | None:
-                        later = [
-                            r.time
-                            for r in simulator.requests
-                            if r.target not in (None, "ADMIN") and r.time > killed_wall
-                        ]
-                        return min(later) - killed_wall if later else None
-
-                    acting = await eventually(first_request_after_kill, timeout=120, what="the new leader's Azure call")
-                    await eventually(
-                        lambda: all_ready(kube, args.workspaces), timeout=args.timeout, what="every Workspace Ready"
-                    )
-                    ready = time.monotonic() - started
-                    puts = collections.Counter((r.pool or "").lower() for r in simulator.requests_for("PUT"))
-                    doubles = simulator.puts_while_in_flight()
-                    bill = collections.Counter(r.target for r in simulator.requests if r.target != "ADMIN")
-                finally:
-                    for replica in replicas:
-                        await replica.stop()
-    finally:
-        await asyncio.to_thread(plane.stop)
+            acting = await eventually(first_request_after_kill, timeout=120, what="the new leader's Azure call")
+            await eventually(
+                lambda: all_ready(kube, args.workspaces), timeout=args.timeout, what="every Workspace Ready"
+            )
+            ready = time.monotonic() - started
+            puts = collections.Counter((r.pool or "").lower() for r in simulator.requests_for("PUT"))
+            doubles = simulator.puts_while_in_flight()
+            bill = collections.Counter(r.target for r in simulator.requests if r.target != "ADMIN")
+        finally:
+            for replica in replicas:
+                await replica.stop()
     return {
         "takeover_s": takeover,
         "acting_s": acting,

@@ -34,14 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from kaito_operator.api import constants as c
-from kaito_operator.api.crds import all_crds
 from kaito_operator.api.kinds import MACHINE, WORKSPACE
-from kaito_operator.runtime import NAMESPACE, NODE, ApiError, KubeClient
-from kaito_operator.testing import condition, plain_client
-from sandbox.aks_simulator import AksSimulator, SimulatorConfig
-from sandbox.controlplane import ControlPlane
-from sandbox.kube import api_client_from_kubeconfig, install_crds
+from kaito_operator.runtime import NODE, ApiError, KubeClient
+from kaito_operator.testing import condition
 from sandbox.operator_process import OperatorProcess
+from sandbox.simulated_cluster import simulated_cluster
 
 NAMESPACE_NAME = "fleet"
 WRITE_VERBS = ("create", "apply", "patch", "update", "delete")
@@ -145,119 +142,107 @@ def metric_totals(text: str, name: str, keys: tuple[str, ...], skip: dict[str, s
 
 
 async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
-    plane = ControlPlane(state / "plane", profile="full")
-    await asyncio.to_thread(plane.start)
-    try:
-        async with await api_client_from_kubeconfig(plane.kubeconfig) as api:
-            await install_crds(api, all_crds().values())
-            kube = plain_client(api)
-            await kube.create(
-                NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE_NAME}}
-            )
-            config = SimulatorConfig(kubeconfig=plane.kubeconfig, provisioning_delay_s=args.delay, deletion_delay_s=1.0)
-            async with AksSimulator(config) as simulator:
-                environment = {
-                    **simulator.operator_environment(simulator.write_federated_token(state / "token")),
-                    "KUBECONFIG": str(plane.kubeconfig),
-                    "KAITO_LOG_LEVEL": "WARNING",
-                }
-                if args.qps is not None:
-                    environment["KAITO_QPS"] = str(args.qps)
-                    environment["KAITO_BURST"] = str(max(1, int(args.qps * 2)))
-                if args.concurrency is not None:
-                    environment["KAITO_CONCURRENCY"] = str(args.concurrency)
-                operator = OperatorProcess(environment, state / "operator.log")
-                operator.start()
-                profiler: asyncio.subprocess.Process | None = None
-                timeline = Timeline()
-                watchers = [
-                    asyncio.create_task(follow(kube, WORKSPACE, timeline.observe_workspace, NAMESPACE_NAME, None)),
-                    asyncio.create_task(follow(kube, NODE, timeline.observe_node, None, c.LABEL_AKS_AGENTPOOL)),
-                    asyncio.create_task(
-                        follow(
-                            kube,
-                            MACHINE,
-                            timeline.observe_machine,
-                            None,
-                            f"{c.LABEL_WORKSPACE_NAMESPACE}={NAMESPACE_NAME}",
-                        )
+    async with simulated_cluster(state, namespace=NAMESPACE_NAME, provisioning_delay_s=args.delay) as cluster:
+        kube, simulator = cluster.kube, cluster.simulator
+        environment = {
+            **cluster.operator_environment,
+            "KAITO_LOG_LEVEL": "WARNING",
+        }
+        if args.qps is not None:
+            environment["KAITO_QPS"] = str(args.qps)
+            environment["KAITO_BURST"] = str(max(1, int(args.qps * 2)))
+        if args.concurrency is not None:
+            environment["KAITO_CONCURRENCY"] = str(args.concurrency)
+        operator = OperatorProcess(environment, state / "operator.log")
+        operator.start()
+        profiler: asyncio.subprocess.Process | None = None
+        timeline = Timeline()
+        watchers = [
+            asyncio.create_task(follow(kube, WORKSPACE, timeline.observe_workspace, NAMESPACE_NAME, None)),
+            asyncio.create_task(follow(kube, NODE, timeline.observe_node, None, c.LABEL_AKS_AGENTPOOL)),
+            asyncio.create_task(
+                follow(
+                    kube,
+                    MACHINE,
+                    timeline.observe_machine,
+                    None,
+                    f"{c.LABEL_WORKSPACE_NAMESPACE}={NAMESPACE_NAME}",
+                )
+            ),
+        ]
+        try:
+            await operator.wait_ready()
+            if args.profile_operator:
+                profiler = await asyncio.create_subprocess_exec(
+                    *(
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "--pid",
+                        str(operator.pid),
+                        "--output",
+                        str(args.profile_operator),
                     ),
-                ]
-                try:
-                    await operator.wait_ready()
-                    if args.profile_operator:
-                        profiler = await asyncio.create_subprocess_exec(
-                            *(
-                                str(Path(sys.executable).parent / "py-spy"),
-                                "record",
-                                "--pid",
-                                str(operator.pid),
-                                "--output",
-                                str(args.profile_operator),
-                            ),
-                            *("--rate", "50", "--nonblocking"),
-                            *(("--format", "raw") if args.profile_operator.suffix == ".txt" else ()),
-                            stdout=asyncio.subprocess.DEVNULL,
-                            stderr=asyncio.subprocess.DEVNULL,
-                        )
-                    startup_cpu = operator.cpu_seconds()
-                    own_cpu_start = resource.getrusage(resource.RUSAGE_SELF)
-                    metrics_before = await operator.metrics()
-                    started = time.monotonic()
-                    rates: list[float] = []
-                    sampler = asyncio.create_task(request_rate(operator, rates))
-                    watchers.append(sampler)
+                    *("--rate", "50", "--nonblocking"),
+                    *(("--format", "raw") if args.profile_operator.suffix == ".txt" else ()),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+            startup_cpu = operator.cpu_seconds()
+            own_cpu_start = resource.getrusage(resource.RUSAGE_SELF)
+            metrics_before = await operator.metrics()
+            started = time.monotonic()
+            rates: list[float] = []
+            sampler = asyncio.create_task(request_rate(operator, rates))
+            watchers.append(sampler)
 
-                    async def create(index: int) -> None:
-                        body = workspace(index)
-                        await kube.create(WORKSPACE, body)
-                        timeline.created[body["metadata"]["name"]] = time.monotonic()
+            async def create(index: int) -> None:
+                body = workspace(index)
+                await kube.create(WORKSPACE, body)
+                timeline.created[body["metadata"]["name"]] = time.monotonic()
 
-                    await asyncio.gather(*(create(i) for i in range(args.workspaces)))
-                    created = time.monotonic() - started
-                    deadline = started + args.timeout
-                    while len(timeline.workspace_ready) < args.workspaces:
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(f"only {len(timeline.workspace_ready)} of {args.workspaces} Ready")
-                        await asyncio.sleep(0.1)  # the watch tasks fill the timeline
-                    ready = max(timeline.workspace_ready.values()) - started
-                    cpu = operator.cpu_seconds() - startup_cpu
-                    peak_rss = operator.peak_rss_bytes()
-                    metrics_text = await operator.metrics()
-                    own_cpu_end = resource.getrusage(resource.RUSAGE_SELF)
-                    azure_at_ready = len(simulator.requests)
-                    # Steady state: nothing changes now; what does the operator still send?
-                    await asyncio.sleep(args.idle)  # a measuring window, not synchronisation
-                    idle_cpu = operator.cpu_seconds() - startup_cpu - cpu
-                    metrics_idle = await operator.metrics()
-                    azure_idle = collections.Counter(
-                        r.target for r in simulator.requests[azure_at_ready:] if r.target not in (None, "ADMIN")
-                    )
-                finally:
-                    if profiler is not None:
-                        profiler.send_signal(signal.SIGINT)  # py-spy writes its output and exits
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(profiler.wait(), 60)
-                    for watcher in watchers:
-                        watcher.cancel()
-                    await asyncio.gather(*watchers, return_exceptions=True)
-                    exit_code = await operator.stop()
-                azure = collections.Counter(r.target for r in simulator.requests if r.target not in (None, "ADMIN"))
-                # The simulator's clock is the wall clock; the timeline's is monotonic.
-                to_monotonic = time.monotonic() - time.time()
-                accepted = {
-                    (r.pool or "").lower(): r.time + to_monotonic
-                    for r in reversed(simulator.requests_for("PUT"))
-                    if r.status == 201
-                }
-                finished = {
-                    operation.pool.lower(): operation.end_time.timestamp() + to_monotonic
-                    for operation in simulator.cluster.operations.values()
-                    if operation.kind == "create" and operation.end_time is not None
-                }
-                machines = len(simulator.cluster.pools)
-    finally:
-        await asyncio.to_thread(plane.stop)
+            await asyncio.gather(*(create(i) for i in range(args.workspaces)))
+            created = time.monotonic() - started
+            deadline = started + args.timeout
+            while len(timeline.workspace_ready) < args.workspaces:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"only {len(timeline.workspace_ready)} of {args.workspaces} Ready")
+                await asyncio.sleep(0.1)  # the watch tasks fill the timeline
+            ready = max(timeline.workspace_ready.values()) - started
+            cpu = operator.cpu_seconds() - startup_cpu
+            peak_rss = operator.peak_rss_bytes()
+            metrics_text = await operator.metrics()
+            own_cpu_end = resource.getrusage(resource.RUSAGE_SELF)
+            azure_at_ready = len(simulator.requests)
+            # Steady state: nothing changes now; what does the operator still send?
+            await asyncio.sleep(args.idle)  # a measuring window, not synchronisation
+            idle_cpu = operator.cpu_seconds() - startup_cpu - cpu
+            metrics_idle = await operator.metrics()
+            azure_idle = collections.Counter(
+                r.target for r in simulator.requests[azure_at_ready:] if r.target not in (None, "ADMIN")
+            )
+        finally:
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)  # py-spy writes its output and exits
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(profiler.wait(), 60)
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+            exit_code = await operator.stop()
+        azure = collections.Counter(r.target for r in simulator.requests if r.target not in (None, "ADMIN"))
+        # The simulator's clock is the wall clock; the timeline's is monotonic.
+        to_monotonic = time.monotonic() - time.time()
+        accepted = {
+            (r.pool or "").lower(): r.time + to_monotonic
+            for r in reversed(simulator.requests_for("PUT"))
+            if r.status == 201
+        }
+        finished = {
+            operation.pool.lower(): operation.end_time.timestamp() + to_monotonic
+            for operation in simulator.cluster.operations.values()
+            if operation.kind == "create" and operation.end_time is not None
+        }
+        machines = len(simulator.cluster.pools)
     return {
         "timeline": timeline,
         "started": started,
