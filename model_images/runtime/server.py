@@ -342,17 +342,16 @@ class InferenceServer:
         completion_id, created = _completion_id(), int(time.time())
 
         def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> dict[str, Any]:
-            payload = ChatCompletionChunk(
-                id=completion_id,
-                created=created,
-                model=model,
-                system_fingerprint=self._fingerprint,
-                choices=choices,
-                usage=usage,
-            ).model_dump(mode="json")
-            if usage is None:
-                del payload["usage"]
-            return payload
+            return _stream_chunk(
+                ChatCompletionChunk(
+                    id=completion_id,
+                    created=created,
+                    model=model,
+                    system_fingerprint=self._fingerprint,
+                    choices=choices,
+                    usage=usage,
+                )
+            )
 
         with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
             response = await _start_sse(request, self._headers())
@@ -395,17 +394,16 @@ class InferenceServer:
         offset = 0
 
         def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> dict[str, Any]:
-            payload = TextCompletion(
-                id=completion_id,
-                created=created,
-                model=model,
-                system_fingerprint=self._fingerprint,
-                choices=choices,
-                usage=usage,
-            ).model_dump(mode="json")
-            if usage is None:
-                del payload["usage"]
-            return payload
+            return _stream_chunk(
+                TextCompletion(
+                    id=completion_id,
+                    created=created,
+                    model=model,
+                    system_fingerprint=self._fingerprint,
+                    choices=choices,
+                    usage=usage,
+                )
+            )
 
         with _cancel_on_exit(handle, self._metrics.requests.labels("cancelled").inc):
             response = await _start_sse(request, self._headers())
@@ -515,6 +513,11 @@ class _DeserializeError(InferenceError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(f"Failed to deserialize the JSON body into the target type: {detail}")
+
+
+def _stream_chunk(chunk: ChatCompletionChunk | TextCompletion) -> dict[str, Any]:
+    """One streamed chunk as JSON; ``usage`` appears only on the chunk that carries it, as OpenAI sends it."""
+    return chunk.model_dump(mode="json", exclude=None if chunk.usage is not None else {"usage"})
 
 
 async def _start_sse(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
