@@ -67,9 +67,10 @@ class StreamOptions(_Request):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Request):
+class _OpenAIRequest(_Request):
+    """The sampling and streaming fields OpenAI's chat and text completions share."""
+
     model: str | None = None
-    messages: list[ChatMessage]
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -81,35 +82,26 @@ class ChatCompletionRequest(_Request):
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     repetition_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+
+
+class ChatCompletionRequest(_OpenAIRequest):
+    messages: list[ChatMessage]
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    logit_bias: dict[str, float] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
 
 
-class CompletionRequest(_Request):
+class CompletionRequest(_OpenAIRequest):
     """``POST /v1/completions`` (OpenAI's legacy text completion)."""
 
-    model: str | None = None
     prompt: str | list[str]
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: list[str] | str | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    seed: int | None = Field(default=None, ge=0)
-    n: int | None = None
     best_of: int | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    repetition_penalty: float | None = None
     logprobs: int | None = None
     echo: bool = False
     suffix: str | None = None
-    logit_bias: dict[str, float] | None = None
 
 
 class Token(BaseModel):
